@@ -1,0 +1,1 @@
+"""qdo: workers that share Queuey's partitioned queues (see its own issue)."""

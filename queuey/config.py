@@ -1,0 +1,126 @@
+"""Reading Queuey's ini configuration into a checked, immutable Config.
+
+Every problem is reported as one ConfigError naming the section and key, so
+start-up can print a single clear line instead of a traceback.
+"""
+
+from __future__ import annotations
+
+import configparser
+import os
+import re
+from dataclasses import dataclass, field
+from typing import Mapping
+
+from queuey.interfaces import CONSISTENCY_LEVELS
+
+BACKENDS = ("sqlite", "cassandra")
+_ENV_REFERENCE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+_NAME = re.compile(r"^[A-Za-z0-9_-]{1,50}$")
+
+
+class ConfigError(Exception):
+    """A configuration problem, worded for the person who wrote the file."""
+
+
+@dataclass(frozen=True)
+class Config:
+    """Everything the service needs to know from its configuration file."""
+
+    application_keys: Mapping[str, tuple[str, ...]]
+    backend: str = "sqlite"
+    storage: Mapping[str, str] = field(default_factory=dict)
+    delays: Mapping[str, float] = field(
+        default_factory=lambda: {level: 0.0 for level in CONSISTENCY_LEVELS})
+    max_message_bytes: int = 262144
+    max_request_bytes: int = 16 * 1024 * 1024
+    poll_interval: float = 1.0
+    expiry_interval: float = 60.0
+    source: str = "<development defaults>"
+
+
+def development_config(path: str = "var/queuey-dev.sqlite") -> Config:
+    """The configuration used when no file is given: one application, a local file."""
+    return Config(application_keys={"queuey": ("queuey-dev-key",)},
+                  storage={"path": path})
+
+
+def load_config(path: str, environ: Mapping[str, str] | None = None) -> Config:
+    """Read and check the ini file at ``path``."""
+    try:
+        with open(path, encoding="utf-8") as handle:
+            text = handle.read()
+    except OSError as e:
+        raise ConfigError(f"cannot read configuration file {path}: {e.strerror}") from None
+    return parse_config(text, source=path, environ=os.environ if environ is None else environ)
+
+
+def parse_config(text: str, source: str = "<string>",
+                 environ: Mapping[str, str] | None = None) -> Config:
+    """Parse ini ``text``; ``${VAR}`` in values comes from ``environ``."""
+    environ = {} if environ is None else environ
+    parser = configparser.ConfigParser(interpolation=None, strict=True)
+    parser.optionxform = str  # application names are case-sensitive
+    try:
+        parser.read_string(text, source=source)
+    except configparser.Error as e:
+        raise ConfigError(f"{source}: {e.message.splitlines()[0]}") from None
+
+    def get(section: str, key: str, default: str | None = None) -> str:
+        if not parser.has_option(section, key):
+            if default is None:
+                raise ConfigError(f"[{section}] {key}: missing (required)")
+            return default
+        raw = parser.get(section, key)
+
+        def substitute(match: re.Match[str]) -> str:
+            name = match.group(1)
+            if name not in environ:
+                raise ConfigError(f"[{section}] {key}: environment variable {name} is not set")
+            return environ[name]
+
+        return _ENV_REFERENCE.sub(substitute, raw).strip()
+
+    def number(section: str, key: str, default: str, kind: type, low: float) -> float | int:
+        raw = get(section, key, default)
+        try:
+            value = kind(raw)
+        except ValueError:
+            raise ConfigError(f"[{section}] {key}: {raw!r} is not a {'whole ' if kind is int else ''}number") from None
+        if value < low:
+            raise ConfigError(f"[{section}] {key}: must be at least {low}, not {raw}")
+        return value
+
+    if not parser.has_section("application_keys"):
+        raise ConfigError("[application_keys]: missing section (name at least one application)")
+    keys: dict[str, tuple[str, ...]] = {}
+    for app in parser.options("application_keys"):
+        if not _NAME.match(app):
+            raise ConfigError(f"[application_keys] {app}: application names are 1-50 of A-Z a-z 0-9 _ -")
+        app_keys = tuple(k.strip() for k in get("application_keys", app).split(",") if k.strip())
+        if not app_keys:
+            raise ConfigError(f"[application_keys] {app}: no key given")
+        keys[app] = app_keys
+    if not keys:
+        raise ConfigError("[application_keys]: no application configured")
+
+    backend = get("storage", "backend", "sqlite")
+    if backend not in BACKENDS:
+        raise ConfigError(f"[storage] backend: unknown backend {backend!r} (use one of {', '.join(BACKENDS)})")
+    storage = {key: get("storage", key) for key in
+               (parser.options("storage") if parser.has_section("storage") else [])}
+    if backend == "sqlite":
+        get("storage", "path")  # required for the embedded store
+
+    delays = {level: float(number("delays", level, "0", float, 0)) for level in CONSISTENCY_LEVELS}
+    return Config(
+        application_keys=keys,
+        backend=backend,
+        storage=storage,
+        delays=delays,
+        max_message_bytes=int(number("limits", "max_message_bytes", "262144", int, 1)),
+        max_request_bytes=int(number("limits", "max_request_bytes", str(16 * 1024 * 1024), int, 1)),
+        poll_interval=float(number("longpoll", "poll_interval", "1", float, 0.01)),
+        expiry_interval=float(number("storage", "expiry_interval", "60", float, 0.01)),
+        source=source,
+    )

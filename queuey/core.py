@@ -1,0 +1,308 @@
+"""What Queuey does, without HTTP: access rules, queues, messages, long-poll.
+
+The Klein routes in :mod:`queuey.app` only turn requests into calls on
+:class:`Queuey` and its answers (plain dicts) into JSON.
+"""
+
+from __future__ import annotations
+
+import base64
+import hmac
+import random as random_module
+import uuid
+from typing import Any, Mapping, Sequence
+
+import orjson
+from twisted.internet import defer, task
+from twisted.internet.interfaces import IReactorTime
+
+from queuey import timeuuid, validation
+from queuey.config import Config
+from queuey.errors import (AccessDenied, BodyTooLarge, InvalidApplicationKey, InvalidParameters,
+                           MissingApplicationKey, NotFound)
+from queuey.interfaces import (IMessageStore, Message, MessageRange, MessageRef, NewMessage,
+                               QueueSettings)
+from queuey.longpoll import LongPollHub
+from queuey.metrics import Metrics
+from queuey.validation import MessageInput, ReadQuery
+
+JSON_TYPE = "application/json"
+Result = dict[str, Any]
+
+
+class KeyRing:
+    """Maps application keys to applications, comparing every key in constant time."""
+
+    def __init__(self, application_keys: Mapping[str, Sequence[str]]) -> None:
+        self._keys = [(key.encode("utf-8"), app) for app, keys in application_keys.items() for key in keys]
+        self.applications = frozenset(application_keys)
+
+    def application_for(self, key: str) -> str | None:
+        candidate = key.encode("utf-8")
+        found = None
+        for stored, app in self._keys:  # no early exit: timing says nothing about which key
+            if hmac.compare_digest(stored, candidate):
+                found = app
+        return found
+
+
+def queue_json(queue: QueueSettings) -> Result:
+    return {"queue_name": queue.queue_name, "partitions": queue.partitions, "type": queue.type,
+            "consistency": queue.consistency, "principles": list(queue.principles),
+            "created": timeuuid.format_ticks(queue.created)}
+
+
+def message_json(message: Message) -> Result:
+    result: Result = {"message_id": message.id.hex, "timestamp": timeuuid.timestamp_of(message.id),
+                      "partition": message.partition, "content_type": message.content_type}
+    try:
+        result["body"] = message.body.decode("utf-8")
+    except UnicodeDecodeError:
+        result["body"] = base64.b64encode(message.body).decode("ascii")
+        result["body_encoding"] = "base64"
+    return result
+
+
+def gather(deferreds: Sequence[defer.Deferred[Any]]) -> defer.Deferred[list[Any]]:
+    """All results in order, or the first failure itself (not wrapped in FirstError),
+    so that a cancellation stays a CancelledError."""
+    return defer.gatherResults(list(deferreds), consumeErrors=True).addErrback(
+        lambda failure: failure.value.subFailure if failure.check(defer.FirstError) else failure)
+
+
+class Queuey:
+    """The message store's rules over an IMessageStore."""
+
+    def __init__(self, config: Config, store: IMessageStore, clock: IReactorTime,
+                 metrics: Metrics | None = None, rng: random_module.Random | None = None) -> None:
+        self.config = config
+        self.store = store
+        self.clock = clock
+        self.keys = KeyRing(config.application_keys)
+        self.metrics = metrics or Metrics()
+        self.hub = LongPollHub(clock, store, config.poll_interval)
+        self.metrics.watch_held(lambda: self.hub.held)
+        self._ids = timeuuid.TimeUUIDGenerator(self._now_ticks)
+        self._random = rng or random_module.Random()
+
+    def _now_ticks(self) -> int:
+        return round(self.clock.seconds() * timeuuid.TICKS_PER_SECOND)
+
+    # -- access -------------------------------------------------------------
+
+    def authenticate(self, authorization: str | None) -> str | None:
+        """The application an ``Authorization`` header speaks for; None without one."""
+        if authorization is None:
+            return None
+        scheme, _, key = authorization.strip().partition(" ")
+        app = self.keys.application_for(key.strip()) if scheme.lower() == "application" else None
+        if app is None:
+            raise InvalidApplicationKey("The application key is not valid.")
+        return app
+
+    def _check_application(self, application: str) -> None:
+        if application not in self.keys.applications:
+            raise NotFound(f"No application {application!r}.")
+
+    def _require_owner(self, principal: str | None, application: str) -> None:
+        self._check_application(application)
+        if principal is None:
+            raise MissingApplicationKey("This needs an Authorization: Application <key> header.")
+        if principal != application:
+            raise AccessDenied(f"This key may not manage the queues of {application!r}.")
+
+    async def _queue(self, application: str, queue_name: str) -> QueueSettings:
+        self._check_application(application)
+        queue = None
+        if validation.is_valid_name(queue_name):
+            queue = await self.store.get_queue(application, queue_name)
+        if queue is None:
+            raise NotFound(f"No queue {queue_name!r} in application {application!r}.")
+        return queue
+
+    async def _owned_queue(self, principal: str | None, application: str, queue_name: str) -> QueueSettings:
+        self._require_owner(principal, application)
+        return await self._queue(application, queue_name)
+
+    async def _consumable_queue(self, principal: str | None, application: str, queue_name: str,
+                                reading: bool) -> QueueSettings:
+        """A queue whose messages ``principal`` may read (or, not ``reading``, delete)."""
+        queue = await self._queue(application, queue_name)
+        if reading and queue.type == "public":
+            return queue
+        if principal is None:
+            raise MissingApplicationKey("This queue needs an Authorization: Application <key> header.")
+        allowed = (f"app:{principal}" in queue.principles) if queue.principles else principal == application
+        if not allowed:
+            raise AccessDenied(f"This key may not {'read' if reading else 'delete'} messages of this queue.")
+        return queue
+
+    # -- queues -------------------------------------------------------------
+
+    async def list_queues(self, principal: str | None, application: str, params: Mapping[str, Any]) -> Result:
+        self._require_owner(principal, application)
+        query = validation.parse_list_query(params)
+        queues = await self.store.list_queues(application, query.offset, query.limit)
+        listed = [queue_json(q) if query.details else {"queue_name": q.queue_name} for q in queues]
+        if query.include_count:
+            counts = await gather([self.store.count_messages(q) for q in queues])
+            for entry, count in zip(listed, counts):
+                entry["count"] = count
+        return {"status": "ok", "queues": listed}
+
+    async def create_queue(self, principal: str | None, application: str, params: Mapping[str, Any]) -> Result:
+        self._require_owner(principal, application)
+        wanted = validation.parse_queue_parameters(params, creating=True)
+        settings = QueueSettings(
+            application=application,
+            queue_name=wanted.queue_name or uuid.uuid4().hex,
+            partitions=wanted.partitions or 1,
+            type=wanted.type or "user",
+            consistency=wanted.consistency or "strong",
+            principles=wanted.principles or (),
+            created=self._now_ticks(),
+        )
+        stored = await self.store.create_queue(settings)
+        return {"status": "ok", **queue_json(stored)}
+
+    async def update_queue(self, principal: str | None, application: str, queue_name: str,
+                           params: Mapping[str, Any]) -> Result:
+        queue = await self._owned_queue(principal, application, queue_name)
+        wanted = validation.parse_queue_parameters(params, creating=False)
+        if wanted.partitions is not None and wanted.partitions < queue.partitions:
+            raise InvalidParameters({"partitions": f"Partitions may only grow (now {queue.partitions})."})
+        updated = QueueSettings(
+            application, queue.queue_name,
+            partitions=wanted.partitions or queue.partitions,
+            type=wanted.type or queue.type,
+            consistency=wanted.consistency or queue.consistency,
+            principles=queue.principles if wanted.principles is None else wanted.principles,
+            created=queue.created,
+        )
+        stored = await self.store.update_queue(updated)
+        if stored is None:
+            raise NotFound(f"No queue {queue_name!r} in application {application!r}.")
+        return {"status": "ok", **queue_json(stored)}
+
+    async def delete_queue(self, principal: str | None, application: str, queue_name: str) -> Result:
+        await self._owned_queue(principal, application, queue_name)
+        if not await self.store.delete_queue(application, queue_name):
+            raise NotFound(f"No queue {queue_name!r} in application {application!r}.")
+        return {"status": "ok"}
+
+    # -- messages -----------------------------------------------------------
+
+    def _check_sizes(self, inputs: Sequence[MessageInput]) -> None:
+        limit = self.config.max_message_bytes
+        for index, message in enumerate(inputs):
+            if len(message.body) > limit:
+                where = "body" if len(inputs) == 1 else f"{index}.body"
+                raise BodyTooLarge(f"{where}: a message body may hold at most {limit} bytes.",
+                                   {where: f"A message body may hold at most {limit} bytes."})
+
+    def _parse_posted(self, queue: QueueSettings, content_type: str | None, body: bytes,
+                      ttl: str | None, partition: str | None) -> tuple[MessageInput, ...]:
+        if (content_type or "").split(";")[0].strip().lower() == JSON_TYPE:
+            try:
+                document = orjson.loads(body)
+            except orjson.JSONDecodeError:
+                raise InvalidParameters({"body": "A batch must be valid JSON."}) from None
+            inputs = validation.parse_batch(document, queue.partitions)
+        else:
+            inputs = (validation.parse_single_message(body, content_type, ttl, partition, queue.partitions),)
+        self._check_sizes(inputs)
+        return inputs
+
+    async def post_messages(self, principal: str | None, application: str, queue_name: str,
+                            content_type: str | None, body: bytes, ttl: str | None = None,
+                            partition: str | None = None) -> Result:
+        """Store one message (any content type) or a JSON batch, all or nothing."""
+        queue = await self._owned_queue(principal, application, queue_name)
+        inputs = self._parse_posted(queue, content_type, body, ttl, partition)
+        messages = [NewMessage(self._ids.next(),
+                               m.partition or (1 if queue.partitions == 1 else self._random.randint(1, queue.partitions)),
+                               m.body, m.content_type, m.ttl) for m in inputs]
+        await self._store_messages(queue, messages)
+        return {"status": "ok", "messages": [
+            {"key": m.id.hex, "timestamp": timeuuid.timestamp_of(m.id), "partition": m.partition}
+            for m in messages]}
+
+    async def _store_messages(self, queue: QueueSettings, messages: Sequence[NewMessage]) -> None:
+        await self.store.put_messages(queue, messages)
+        self.metrics.messages_posted.inc(len(messages))
+        self.hub.notify(queue.application, queue.queue_name, {m.partition for m in messages})
+
+    def _range(self, queue: QueueSettings, query: ReadQuery) -> MessageRange:
+        lower, inclusive = None, True
+        if query.since_id is not None:
+            lower = query.since_id
+        elif query.since_ticks is not None:
+            lower = timeuuid.lowest_uuid_at(query.since_ticks)
+        if query.after_id is not None and (
+                lower is None or timeuuid.sort_key(query.after_id) >= timeuuid.sort_key(lower)):
+            lower, inclusive = query.after_id, False
+        delay = self.config.delays.get(queue.consistency, 0.0)
+        upper = None
+        if delay:
+            upper = timeuuid.highest_uuid_at(self._now_ticks() - round(delay * timeuuid.TICKS_PER_SECOND))
+        return MessageRange(lower, inclusive, upper, query.limit, query.descending)
+
+    async def _read_once(self, queue: QueueSettings, query: ReadQuery) -> list[Message]:
+        wanted = self._range(queue, query)
+        groups = await gather([self.store.read_messages(queue, p, wanted) for p in query.partitions])
+        return [message for group in groups for message in group]
+
+    async def read_messages(self, principal: str | None, application: str, queue_name: str,
+                            params: Mapping[str, Any]) -> Result:
+        """A range read, held up to ``wait`` seconds while nothing matches."""
+        queue = await self._consumable_queue(principal, application, queue_name, reading=True)
+        query = validation.parse_read_query(params, queue.partitions)
+        deadline = self.clock.seconds() + query.wait
+        while True:
+            looked_at = self._now_ticks()
+            messages = await self._read_once(queue, query)
+            remaining = deadline - self.clock.seconds()
+            if messages or remaining <= 0:
+                break
+            arrived = await self.hub.wait(queue, query.partitions, looked_at, remaining)
+            if not arrived:
+                messages = await self._read_once(queue, query)
+                break
+            delay = self.config.delays.get(queue.consistency, 0.0)
+            if delay:  # the new message becomes readable only after the read delay
+                await task.deferLater(self.clock, min(delay, max(deadline - self.clock.seconds(), 0)))
+        self.metrics.messages_read.inc(len(messages))
+        return {"status": "ok", "messages": [message_json(m) for m in messages]}
+
+    async def get_messages(self, principal: str | None, application: str, queue_name: str, ids: str) -> Result:
+        queue = await self._consumable_queue(principal, application, queue_name, reading=True)
+        refs = self._refs(queue, ids)
+        messages = await self.store.get_messages(queue, refs)
+        self.metrics.messages_read.inc(len(messages))
+        return {"status": "ok", "messages": [message_json(m) for m in messages]}
+
+    async def replace_messages(self, principal: str | None, application: str, queue_name: str, ids: str,
+                               content_type: str | None, body: bytes, ttl: str | None = None) -> Result:
+        """PUT: each listed message gets this body (and TTL), keeping id and timestamp."""
+        queue = await self._owned_queue(principal, application, queue_name)
+        refs = self._refs(queue, ids)
+        message = validation.parse_single_message(body, content_type, ttl, None, queue.partitions)
+        self._check_sizes((message,))
+        await self._store_messages(queue, [NewMessage(ref.id, ref.partition, message.body,
+                                                      message.content_type, message.ttl) for ref in refs])
+        return {"status": "ok"}
+
+    async def delete_messages(self, principal: str | None, application: str, queue_name: str, ids: str) -> Result:
+        queue = await self._consumable_queue(principal, application, queue_name, reading=False)
+        await self.store.delete_messages(queue, self._refs(queue, ids))
+        return {"status": "ok"}
+
+    @staticmethod
+    def _refs(queue: QueueSettings, ids: str) -> tuple[MessageRef, ...]:
+        refs = validation.parse_message_refs(ids)
+        for ref in refs:
+            if ref.partition > queue.partitions:
+                raise InvalidParameters({"messages": f"Partition {ref.partition} is more than the "
+                                                     f"queue's {queue.partitions}."})
+        return refs
+

@@ -1,0 +1,125 @@
+"""The storage contract every Queuey backend implements, and the values it trades in."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from typing import Sequence
+
+from zope.interface import Attribute, Interface
+
+QUEUE_TYPES = ("user", "public")
+CONSISTENCY_LEVELS = ("weak", "strong", "very_strong")
+
+
+@dataclass(frozen=True)
+class QueueSettings:
+    """A queue's stored settings; ``created`` is in 100-ns ticks since the Unix epoch."""
+
+    application: str
+    queue_name: str
+    partitions: int = 1
+    type: str = "user"
+    consistency: str = "strong"
+    principles: tuple[str, ...] = ()
+    created: int = 0
+
+
+@dataclass(frozen=True)
+class NewMessage:
+    """A message to store (or to replace, when its id exists)."""
+
+    id: uuid.UUID
+    partition: int
+    body: bytes
+    content_type: str
+    ttl: int
+
+
+@dataclass(frozen=True)
+class Message:
+    """A stored message as read back."""
+
+    id: uuid.UUID
+    partition: int
+    body: bytes
+    content_type: str
+
+
+@dataclass(frozen=True)
+class MessageRange:
+    """Which messages of one partition a range read wants, in the store's id order.
+
+    ``lower`` is compared in the store's timeuuid order (see queuey.timeuuid);
+    ``upper`` is inclusive and comes from the read delay.
+    """
+
+    lower: uuid.UUID | None = None
+    lower_inclusive: bool = True
+    upper: uuid.UUID | None = None
+    limit: int = 100
+    descending: bool = False
+
+
+@dataclass(frozen=True)
+class MessageRef:
+    """A message named by partition and id."""
+
+    partition: int
+    id: uuid.UUID
+
+
+class IMessageStore(Interface):
+    """Where queues and messages live.  Every method returns a Deferred.
+
+    Failures of the store itself errback with
+    :class:`queuey.errors.StorageUnavailable`.  Expired messages are never
+    returned or counted.
+    """
+
+    name = Attribute("Short name of the backend, for logs and /__heartbeat__.")
+
+    def open():
+        """Connect, create the schema if needed; fires when ready to serve."""
+
+    def close():
+        """Release connections and threads; fires when done."""
+
+    def check():
+        """Fire when the store answers a trivial query (for /__heartbeat__)."""
+
+    def create_queue(settings: QueueSettings):
+        """Store a new queue; errback with QueueExists if the name is taken."""
+
+    def get_queue(application: str, queue_name: str):
+        """Fire with the QueueSettings, or None when there is no such queue."""
+
+    def update_queue(settings: QueueSettings):
+        """Replace an existing queue's settings; fire with them, or None if gone."""
+
+    def delete_queue(application: str, queue_name: str):
+        """Remove a queue and all its messages; fire with True if it existed."""
+
+    def list_queues(application: str, after: str | None, limit: int):
+        """Fire with up to ``limit`` QueueSettings named after ``after``, by name."""
+
+    def count_messages(queue: QueueSettings):
+        """Fire with the number of unexpired messages over all partitions."""
+
+    def put_messages(queue: QueueSettings, messages: Sequence[NewMessage]):
+        """Store all messages durably (replacing any with the same id); fire with None."""
+
+    def read_messages(queue: QueueSettings, partition: int, wanted: MessageRange):
+        """Fire with the partition's messages in ``wanted``, ordered as asked."""
+
+    def get_messages(queue: QueueSettings, refs: Sequence[MessageRef]):
+        """Fire with those of the named messages that exist, in the order named."""
+
+    def delete_messages(queue: QueueSettings, refs: Sequence[MessageRef]):
+        """Remove the named messages; fire with None."""
+
+    def newest_message_ids(queue: QueueSettings, partitions: Sequence[int]):
+        """Fire with {partition: newest message id} for the non-empty partitions.
+
+        Long-poll uses it to notice messages posted through other processes.
+        """

@@ -1,0 +1,132 @@
+"""Version-1 (time) UUIDs as Queuey uses them for message ids.
+
+Queuey orders messages the way Cassandra orders its ``timeuuid`` type: by the
+60-bit timestamp, then by the remaining eight bytes compared as *signed*
+bytes.  :func:`sort_key` turns an id into 16 bytes whose plain byte order is
+that order, so any store that can compare blobs can keep messages sorted.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from typing import Callable
+
+#: 100-ns intervals between the UUID epoch (1582-10-15) and the Unix epoch.
+UUID_EPOCH_OFFSET = 0x01B21DD213814000
+TICKS_PER_SECOND = 10_000_000
+MAX_TICKS = (1 << 60) - 1 - UUID_EPOCH_OFFSET
+
+_SIGN_FLIP = bytes([0x80] * 8)
+
+
+def ticks_from_uuid(value: uuid.UUID) -> int:
+    """The id's time in 100-ns ticks since the Unix epoch."""
+    return value.time - UUID_EPOCH_OFFSET
+
+
+def format_ticks(ticks: int) -> str:
+    """Render ticks as the API's decimal seconds string, e.g. '1323973966.2826370'."""
+    seconds, fraction = divmod(ticks, TICKS_PER_SECOND)
+    return f"{seconds}.{fraction:07d}"
+
+
+def parse_timestamp(text: str) -> int:
+    """Parse decimal seconds (at most 7 fractional digits kept) into ticks.
+
+    Raises ValueError for anything that is not a plain non-negative decimal.
+    """
+    whole, dot, fraction = text.partition(".")
+    if not whole.isdigit() or not whole.isascii():
+        raise ValueError(text)
+    if dot and not (fraction.isdigit() and fraction.isascii()):
+        raise ValueError(text)
+    ticks = int(whole) * TICKS_PER_SECOND + int((fraction[:7] or "0").ljust(7, "0"))
+    if ticks > MAX_TICKS:
+        raise ValueError(text)
+    return ticks
+
+
+def timestamp_of(value: uuid.UUID) -> str:
+    """The API timestamp string of a message id."""
+    return format_ticks(ticks_from_uuid(value))
+
+
+def sort_key(value: uuid.UUID) -> bytes:
+    """16 bytes that sort like Cassandra's timeuuid: time, then signed tail bytes."""
+    tail = int.from_bytes(value.bytes[8:], "big") ^ int.from_bytes(_SIGN_FLIP, "big")
+    return value.time.to_bytes(8, "big") + tail.to_bytes(8, "big")
+
+
+def from_sort_key(key: bytes) -> uuid.UUID:
+    """Invert :func:`sort_key`."""
+    time = int.from_bytes(key[:8], "big")
+    tail = int.from_bytes(key[8:], "big") ^ int.from_bytes(_SIGN_FLIP, "big")
+    return _make(time, tail)
+
+
+def lowest_key_at(ticks: int) -> bytes:
+    """The smallest sort key of any id at this time (for 'since <timestamp>')."""
+    return (ticks + UUID_EPOCH_OFFSET).to_bytes(8, "big") + bytes(8)
+
+
+def highest_key_at(ticks: int) -> bytes:
+    """The largest sort key of any id at this time (for read delays)."""
+    return (ticks + UUID_EPOCH_OFFSET).to_bytes(8, "big") + b"\xff" * 8
+
+
+def _make(time: int, tail: int) -> uuid.UUID:
+    """Build a version-1 UUID from its 60-bit time and its 8 tail bytes."""
+    time_low = time & 0xFFFFFFFF
+    time_mid = (time >> 32) & 0xFFFF
+    time_hi_version = ((time >> 48) & 0x0FFF) | 0x1000
+    high = (time_low << 32) | (time_mid << 16) | time_hi_version
+    return uuid.UUID(int=(high << 64) | tail)
+
+
+def make_uuid(ticks: int, clock_seq: int, node: int) -> uuid.UUID:
+    """A version-1, RFC 4122 variant UUID for ``ticks`` since the Unix epoch."""
+    tail = (0x8000 | (clock_seq & 0x3FFF)) << 48 | (node & 0xFFFFFFFFFFFF)
+    return _make(ticks + UUID_EPOCH_OFFSET, tail)
+
+
+def parse_message_id(text: str) -> uuid.UUID:
+    """Parse the API's 32-hex-digit id of a version-1 UUID; ValueError otherwise."""
+    if len(text) != 32:
+        raise ValueError(text)
+    value = uuid.UUID(hex=text)
+    if value.version != 1 or value.variant != uuid.RFC_4122:
+        raise ValueError(text)
+    return value
+
+
+class TimeUUIDGenerator:
+    """Make message ids that never repeat and always increase within a process.
+
+    The node is 48 random bits (multicast bit set, as RFC 4122 asks for ids not
+    tied to a MAC address), so processes and hosts do not collide.  When the
+    clock has not moved on (or went backwards) the time is bumped by one tick
+    past the last id, which keeps ids unique and in order.
+    """
+
+    def __init__(self, now_ticks: Callable[[], int], node: int | None = None,
+                 clock_seq: int | None = None) -> None:
+        self._now_ticks = now_ticks
+        self.node = (int.from_bytes(os.urandom(6), "big") | (1 << 40)) if node is None else node
+        self.clock_seq = int.from_bytes(os.urandom(2), "big") & 0x3FFF if clock_seq is None else clock_seq
+        self._last = -1
+
+    def next(self) -> uuid.UUID:
+        ticks = max(self._now_ticks(), self._last + 1)
+        self._last = ticks
+        return make_uuid(ticks, self.clock_seq, self.node)
+
+
+def lowest_uuid_at(ticks: int) -> uuid.UUID:
+    """The first id, in store order, of all ids at this time."""
+    return from_sort_key(lowest_key_at(ticks))
+
+
+def highest_uuid_at(ticks: int) -> uuid.UUID:
+    """The last id, in store order, of all ids at this time."""
+    return from_sort_key(highest_key_at(ticks))

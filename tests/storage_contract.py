@@ -1,0 +1,264 @@
+"""The storage contract, written once, run against every backend.
+
+A backend's test case mixes in :class:`StoreContract` and provides
+``make_store()`` (a store not yet opened) and ``clock`` (what the store uses
+for expiry) plus ``advance(seconds)`` to move that clock past a TTL.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.internet import defer
+from zope.interface.verify import verifyObject
+
+from queuey import timeuuid
+from queuey.errors import QueueExists
+from queuey.interfaces import IMessageStore, MessageRange, MessageRef, NewMessage, QueueSettings
+
+APP = "contract"
+
+
+class StoreContract:
+    """Mix into a twisted.trial TestCase."""
+
+    store: Any
+
+    def make_store(self) -> Any:
+        raise NotImplementedError
+
+    def now_ticks(self) -> int:
+        raise NotImplementedError
+
+    def advance(self, seconds: float) -> Any:
+        raise NotImplementedError
+
+    @defer.inlineCallbacks
+    def setUp(self) -> Any:
+        self.store = self.make_store()
+        yield self.store.open()
+        self.addCleanup(self.store.close)
+        self._seq = 0
+        self.generator = timeuuid.TimeUUIDGenerator(self.now_ticks)
+
+    def queue(self, name: str = "q", partitions: int = 2, **kwargs: Any) -> QueueSettings:
+        return QueueSettings(APP, name, partitions=partitions, created=self.now_ticks(), **kwargs)
+
+    def message(self, partition: int = 1, body: bytes = b"hello", ttl: int = 3600,
+                content_type: str = "text/plain") -> NewMessage:
+        return NewMessage(self.generator.next(), partition, body, content_type, ttl)
+
+    @defer.inlineCallbacks
+    def created(self, name: str = "q", **kwargs: Any) -> Any:
+        queue = self.queue(name, **kwargs)
+        yield self.store.create_queue(queue)
+        return queue
+
+    # -- the contract ---------------------------------------------------
+
+    def test_interface(self) -> None:
+        self.assertTrue(verifyObject(IMessageStore, self.store))
+
+    @defer.inlineCallbacks
+    def test_check(self) -> Any:
+        result = yield self.store.check()
+        self.assertIsNone(result)
+
+    @defer.inlineCallbacks
+    def test_create_get_queue(self) -> Any:
+        queue = self.queue("q1", partitions=3, type="public", consistency="weak",
+                           principles=("app:a", "app:b"))
+        stored = yield self.store.create_queue(queue)
+        self.assertEqual(stored, queue)
+        fetched = yield self.store.get_queue(APP, "q1")
+        self.assertEqual(fetched, queue)
+        missing = yield self.store.get_queue(APP, "nope")
+        self.assertIsNone(missing)
+        other_app = yield self.store.get_queue("elsewhere", "q1")
+        self.assertIsNone(other_app)
+
+    @defer.inlineCallbacks
+    def test_create_existing_queue(self) -> Any:
+        yield self.created("q1")
+        with self.assertRaises(QueueExists):
+            yield self.store.create_queue(self.queue("q1", partitions=5))
+        kept = yield self.store.get_queue(APP, "q1")
+        self.assertEqual(kept.partitions, 2)
+
+    @defer.inlineCallbacks
+    def test_update_queue(self) -> Any:
+        queue = yield self.created("q1")
+        changed = QueueSettings(APP, "q1", 4, "public", "very_strong", ("app:x",), queue.created)
+        result = yield self.store.update_queue(changed)
+        self.assertEqual(result, changed)
+        fetched = yield self.store.get_queue(APP, "q1")
+        self.assertEqual(fetched, changed)
+        gone = yield self.store.update_queue(self.queue("absent"))
+        self.assertIsNone(gone)
+
+    @defer.inlineCallbacks
+    def test_list_queues_pages(self) -> Any:
+        names = [f"q{i:03d}" for i in range(25)]
+        for name in reversed(names):
+            yield self.created(name)
+        yield self.store.create_queue(QueueSettings("elsewhere", "q000"))
+        seen: list[str] = []
+        after = None
+        while True:
+            page = yield self.store.list_queues(APP, after, 10)
+            if not page:
+                break
+            seen.extend(q.queue_name for q in page)
+            after = page[-1].queue_name
+        self.assertEqual(seen, names)
+
+    @defer.inlineCallbacks
+    def test_delete_queue(self) -> Any:
+        queue = yield self.created("q1")
+        yield self.store.put_messages(queue, [self.message()])
+        existed = yield self.store.delete_queue(APP, "q1")
+        self.assertTrue(existed)
+        self.assertIsNone((yield self.store.get_queue(APP, "q1")))
+        again = yield self.store.delete_queue(APP, "q1")
+        self.assertFalse(again)
+        # A new queue of the same name starts empty.
+        fresh = yield self.created("q1")
+        messages = yield self.store.read_messages(fresh, 1, MessageRange())
+        self.assertEqual(messages, [])
+
+    @defer.inlineCallbacks
+    def test_put_and_read_in_order(self) -> Any:
+        queue = yield self.created()
+        sent = [self.message(body=f"m{i}".encode()) for i in range(5)]
+        yield self.store.put_messages(queue, sent[:2])
+        yield self.store.put_messages(queue, sent[2:])
+        read = yield self.store.read_messages(queue, 1, MessageRange())
+        self.assertEqual([m.id for m in read], [m.id for m in sent])
+        self.assertEqual([m.body for m in read], [m.body for m in sent])
+        self.assertEqual({m.content_type for m in read}, {"text/plain"})
+        backwards = yield self.store.read_messages(queue, 1, MessageRange(descending=True, limit=2))
+        self.assertEqual([m.id for m in backwards], [sent[4].id, sent[3].id])
+
+    @defer.inlineCallbacks
+    def test_partitions_are_separate(self) -> Any:
+        queue = yield self.created(partitions=2)
+        one, two = self.message(1, b"one"), self.message(2, b"two")
+        yield self.store.put_messages(queue, [one, two])
+        first = yield self.store.read_messages(queue, 1, MessageRange())
+        second = yield self.store.read_messages(queue, 2, MessageRange())
+        self.assertEqual([(m.id, m.partition) for m in first], [(one.id, 1)])
+        self.assertEqual([(m.id, m.partition) for m in second], [(two.id, 2)])
+
+    @defer.inlineCallbacks
+    def test_range_bounds(self) -> Any:
+        queue = yield self.created()
+        sent = [self.message() for _ in range(6)]
+        yield self.store.put_messages(queue, sent)
+        ids = [m.id for m in sent]
+        since = yield self.store.read_messages(queue, 1, MessageRange(lower=ids[2]))
+        self.assertEqual([m.id for m in since], ids[2:])
+        after = yield self.store.read_messages(queue, 1, MessageRange(lower=ids[2], lower_inclusive=False))
+        self.assertEqual([m.id for m in after], ids[3:])
+        upto = yield self.store.read_messages(queue, 1, MessageRange(lower=ids[1], upper=ids[3]))
+        self.assertEqual([m.id for m in upto], ids[1:4])
+        limited = yield self.store.read_messages(queue, 1, MessageRange(lower=ids[1], limit=2))
+        self.assertEqual([m.id for m in limited], ids[1:3])
+        by_time = yield self.store.read_messages(
+            queue, 1, MessageRange(lower=timeuuid.lowest_uuid_at(timeuuid.ticks_from_uuid(ids[4]))))
+        self.assertEqual([m.id for m in by_time], ids[4:])
+
+    @defer.inlineCallbacks
+    def test_order_is_timeuuid_order(self) -> Any:
+        """Same time, different tails: the store orders by signed tail bytes, as Cassandra does."""
+        queue = yield self.created()
+        ticks = self.now_ticks()
+        nodes = [0x7F0000000000, 0x800000000000, 0x000000000001, 0xFF0000000000]
+        messages = [NewMessage(timeuuid.make_uuid(ticks, 0x1234, n), 1, b"x", "text/plain", 3600) for n in nodes]
+        yield self.store.put_messages(queue, messages)
+        read = yield self.store.read_messages(queue, 1, MessageRange())
+        expected = sorted((m.id for m in messages), key=timeuuid.sort_key)
+        self.assertEqual([m.id for m in read], expected)
+        self.assertEqual([m.id.node for m in read], [0x800000000000, 0xFF0000000000, 0x000000000001, 0x7F0000000000])
+
+    @defer.inlineCallbacks
+    def test_replace_keeps_id(self) -> Any:
+        queue = yield self.created()
+        original = self.message(body=b"before")
+        yield self.store.put_messages(queue, [original])
+        yield self.store.put_messages(queue, [NewMessage(original.id, 1, b"after", "application/x-new", 60)])
+        read = yield self.store.read_messages(queue, 1, MessageRange())
+        self.assertEqual([(m.id, m.body, m.content_type) for m in read],
+                         [(original.id, b"after", "application/x-new")])
+
+    @defer.inlineCallbacks
+    def test_get_and_delete_by_id(self) -> Any:
+        queue = yield self.created(partitions=2)
+        a, b = self.message(1, b"a"), self.message(2, b"b")
+        yield self.store.put_messages(queue, [a, b])
+        missing = MessageRef(1, self.generator.next())
+        wrong_partition = MessageRef(1, b.id)
+        found = yield self.store.get_messages(queue, [MessageRef(2, b.id), missing, wrong_partition,
+                                                      MessageRef(1, a.id)])
+        self.assertEqual([(m.id, m.partition, m.body) for m in found], [(b.id, 2, b"b"), (a.id, 1, b"a")])
+        yield self.store.delete_messages(queue, [MessageRef(1, a.id), missing])
+        left = yield self.store.get_messages(queue, [MessageRef(1, a.id), MessageRef(2, b.id)])
+        self.assertEqual([m.id for m in left], [b.id])
+
+    @defer.inlineCallbacks
+    def test_binary_body(self) -> Any:
+        queue = yield self.created()
+        body = bytes(range(256)) * 4
+        message = self.message(body=body, content_type="application/octet-stream")
+        yield self.store.put_messages(queue, [message])
+        [read] = yield self.store.get_messages(queue, [MessageRef(1, message.id)])
+        self.assertEqual(read.body, body)
+
+    @defer.inlineCallbacks
+    def test_expired_messages_never_returned(self) -> Any:
+        queue = yield self.created()
+        short, long = self.message(ttl=2), self.message(ttl=3600)
+        yield self.store.put_messages(queue, [short, long])
+        count = yield self.store.count_messages(queue)
+        self.assertEqual(count, 2)
+        yield self.advance(3)
+        read = yield self.store.read_messages(queue, 1, MessageRange())
+        self.assertEqual([m.id for m in read], [long.id])
+        by_id = yield self.store.get_messages(queue, [MessageRef(1, short.id)])
+        self.assertEqual(by_id, [])
+        count = yield self.store.count_messages(queue)
+        self.assertEqual(count, 1)
+
+    @defer.inlineCallbacks
+    def test_count_over_partitions(self) -> Any:
+        queue = yield self.created(partitions=3)
+        yield self.store.put_messages(queue, [self.message(p) for p in (1, 2, 2, 3, 3, 3)])
+        count = yield self.store.count_messages(queue)
+        self.assertEqual(count, 6)
+
+    @defer.inlineCallbacks
+    def test_newest_message_ids(self) -> Any:
+        queue = yield self.created(partitions=3)
+        first, second, third = self.message(1), self.message(1), self.message(3)
+        yield self.store.put_messages(queue, [first, second, third])
+        newest = yield self.store.newest_message_ids(queue, [1, 2, 3])
+        self.assertEqual(newest, {1: second.id, 3: third.id})
+
+    @defer.inlineCallbacks
+    def test_many_concurrent_writes(self) -> Any:
+        queue = yield self.created()
+        sent = [self.message(body=str(i).encode()) for i in range(50)]
+        yield defer.gatherResults([self.store.put_messages(queue, [m]) for m in sent])
+        read = yield self.store.read_messages(queue, 1, MessageRange(limit=1000))
+        self.assertEqual(sorted(m.id for m in read), sorted(m.id for m in sent))
+
+    @defer.inlineCallbacks
+    def test_ids_unique_across_generators(self) -> Any:
+        """Two processes' generators at the same instant never make the same id."""
+        queue = yield self.created()
+        other = timeuuid.TimeUUIDGenerator(self.now_ticks)
+        messages = [NewMessage(g.next(), 1, b"x", "text/plain", 60)
+                    for _ in range(20) for g in (self.generator, other)]
+        self.assertEqual(len({m.id for m in messages}), len(messages))
+        yield self.store.put_messages(queue, messages)
+        count = yield self.store.count_messages(queue)
+        self.assertEqual(count, len(messages))

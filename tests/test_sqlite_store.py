@@ -1,0 +1,137 @@
+"""The SQLite backend: the storage contract, inline and on real threads, plus its own duties."""
+
+from __future__ import annotations
+
+import sqlite3
+from typing import Any
+
+from twisted.internet import defer, reactor
+from twisted.internet.task import Clock
+from twisted.trial import unittest
+
+from queuey import timeuuid
+from queuey.config import ConfigError, parse_config
+from queuey.errors import StorageUnavailable
+from queuey.interfaces import MessageRange
+from queuey.storage import make_store
+from queuey.storage.sqlite import SWEEP_BATCH, SQLiteStore, ThreadedRunner
+from tests.storage_contract import StoreContract
+
+
+class ClockMixin:
+    def _clock(self) -> Clock:
+        if not hasattr(self, "clock"):
+            self.clock = Clock()
+            self.clock.advance(1_700_000_000)
+        return self.clock
+
+    def now_ticks(self) -> int:
+        return round(self._clock().seconds() * timeuuid.TICKS_PER_SECOND)
+
+    def advance(self, seconds: float) -> None:
+        self._clock().advance(seconds)
+
+
+class InlineSQLiteContract(ClockMixin, StoreContract, unittest.TestCase):
+    """The contract on the in-memory, inline store that MemoryQueuey uses."""
+
+    def make_store(self) -> SQLiteStore:
+        return SQLiteStore.in_memory(self._clock())
+
+
+class ThreadedSQLiteContract(ClockMixin, StoreContract, unittest.TestCase):
+    """The contract on a database file, with the writer and reader threads of production."""
+
+    def make_store(self) -> SQLiteStore:
+        self.path = self.mktemp() + ".sqlite"
+        return SQLiteStore(ThreadedRunner(self.path, reactor), self._clock(), expiry_interval=0)
+
+    @defer.inlineCallbacks
+    def test_sweep_reclaims_expired_and_deleted(self) -> Any:
+        queue = yield self.created("q1")
+        doomed = yield self.created("q2")
+        yield self.store.put_messages(queue, [self.message(ttl=1) for _ in range(SWEEP_BATCH + 10)])
+        yield self.store.put_messages(queue, [self.message(ttl=3600)])
+        yield self.store.put_messages(doomed, [self.message(ttl=3600) for _ in range(30)])
+        yield self.store.delete_queue(doomed.application, doomed.queue_name)
+        self.advance(2)
+        removed = yield self.store.sweep()
+        self.assertEqual(removed, SWEEP_BATCH + 10 + 30)
+        conn = sqlite3.connect(self.path)
+        self.addCleanup(conn.close)
+        self.assertEqual(conn.execute("SELECT count(*) FROM messages").fetchone()[0], 1)
+        self.assertEqual(conn.execute("SELECT count(*) FROM dropped_queues").fetchone()[0], 0)
+
+    @defer.inlineCallbacks
+    def test_failure_in_group_commit_is_isolated(self) -> Any:
+        """One failing write in a group commit does not undo the others."""
+        yield self.created("q1")
+        results = yield defer.DeferredList([
+            self.store.create_queue(self.queue("q2")),
+            self.store.create_queue(self.queue("q1")),  # exists: fails alone
+            self.store.create_queue(self.queue("q3")),
+        ], consumeErrors=True)
+        self.assertEqual([ok for ok, _ in results], [True, False, True])
+        names = yield self.store.list_queues("contract", None, 10)
+        self.assertEqual([q.queue_name for q in names], ["q1", "q2", "q3"])
+
+    @defer.inlineCallbacks
+    def test_wal_and_durable_settings(self) -> Any:
+        def pragmas(conn: sqlite3.Connection) -> tuple[str, int]:
+            return (conn.execute("PRAGMA journal_mode").fetchone()[0],
+                    conn.execute("PRAGMA synchronous").fetchone()[0])
+        mode, synchronous = yield self.store._runner.read(pragmas)
+        self.assertEqual((mode, synchronous), ("wal", 2))  # 2 is FULL
+
+    @defer.inlineCallbacks
+    def test_data_survives_reopen(self) -> Any:
+        queue = yield self.created("q1")
+        message = self.message(body=b"kept")
+        yield self.store.put_messages(queue, [message])
+        yield self.store.close()
+        self.store = SQLiteStore(ThreadedRunner(self.path, reactor), self._clock(), expiry_interval=0)
+        yield self.store.open()
+        self.addCleanup(self.store.close)
+        read = yield self.store.read_messages(queue, 1, MessageRange())
+        self.assertEqual([(m.id, m.body) for m in read], [(message.id, b"kept")])
+
+    @defer.inlineCallbacks
+    def test_unopenable_file_is_unavailable(self) -> Any:
+        store = SQLiteStore(ThreadedRunner("/proc/no-such-dir/x.sqlite", reactor), self._clock())
+        with self.assertRaises(StorageUnavailable):
+            yield store.open()
+        yield store.close()
+
+
+class PeriodicSweepTests(ClockMixin, unittest.TestCase):
+    @defer.inlineCallbacks
+    def test_sweeps_on_the_clock(self) -> Any:
+        store = SQLiteStore(SQLiteStore.in_memory(self._clock())._runner, self._clock(), expiry_interval=60)
+        yield store.open()
+        self.addCleanup(store.close)
+        contract = InlineSQLiteContract()
+        contract.clock = self._clock()
+        contract.store = store
+        contract.generator = timeuuid.TimeUUIDGenerator(self.now_ticks)
+        queue = yield contract.created("q1")
+        yield store.put_messages(queue, [contract.message(ttl=10)])
+        self.advance(60)
+        count = yield store._runner.read(lambda c: c.execute("SELECT count(*) FROM messages").fetchone()[0])
+        self.assertEqual(count, 0)
+
+
+class FromConfigTests(unittest.TestCase):
+    def config(self, storage: str) -> Any:
+        return parse_config(f"[application_keys]\na = k\n[storage]\nbackend = sqlite\n{storage}")
+
+    def test_builds_threaded_store(self) -> None:
+        store = make_store(self.config("path = x.sqlite\n"), reactor)
+        self.assertIsInstance(store, SQLiteStore)
+
+    def test_bad_synchronous(self) -> None:
+        error = self.assertRaises(ConfigError, make_store, self.config("path = x\nsynchronous = maybe\n"), reactor)
+        self.assertIn("[storage] synchronous", str(error))
+
+    def test_bad_readers(self) -> None:
+        error = self.assertRaises(ConfigError, make_store, self.config("path = x\nreaders = lots\n"), reactor)
+        self.assertIn("[storage] readers", str(error))
