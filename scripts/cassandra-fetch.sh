@@ -1,0 +1,114 @@
+#!/usr/bin/env bash
+# Fetch Apache Cassandra $CASSANDRA_VERSION (default 5.0.9) from Maven Central
+# with Maven and unpack it into
+#   ${QUEUEY_CASSANDRA_HOME:-$HOME/.cache/queuey/cassandra}/apache-cassandra-<version>
+# A second run does nothing when that directory is complete.
+#
+# QUEUEY_CASSANDRA_SOURCE picks how:
+#   tarball  the binary distribution org.apache.cassandra:apache-cassandra:<v>:tar.gz:bin;
+#            if Maven Central does not serve it, print Maven's error and exit 1.
+#   jars     the server jar org.apache.cassandra:cassandra-all:<v> with its runtime
+#            dependencies into lib/ (the same jars the tarball's lib/ has; the start
+#            script writes its own conf, so no bin/ or conf/ are needed).
+#   auto     (default) tarball, and when Central does not serve it, jars.
+#            Central serves no tarball after 4.0-alpha2, so for 5.0.x this ends up as jars.
+# QUEUEY_MVN_ARGS: extra Maven arguments (e.g. "-o" or "-Dmaven.repo.local=DIR").
+set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/cassandra-common.sh"
+
+SOURCE="${QUEUEY_CASSANDRA_SOURCE:-auto}"
+DEP_PLUGIN="org.apache.maven.plugins:maven-dependency-plugin:3.6.1"
+case "$SOURCE" in auto|tarball|jars) ;; *) die "QUEUEY_CASSANDRA_SOURCE must be auto, tarball or jars (got '$SOURCE')" ;; esac
+[[ "$CASSANDRA_VERSION" =~ ^[0-9]+\.[0-9]+(\.[0-9]+)?(-[A-Za-z0-9.]+)?$ ]] || die "bad CASSANDRA_VERSION '$CASSANDRA_VERSION'"
+
+if [[ -f "$CASSANDRA_DIST/.queuey-complete" ]]; then
+    log "Cassandra $CASSANDRA_VERSION already in $CASSANDRA_DIST ($(<"$CASSANDRA_DIST/.queuey-complete"))"
+    exit 0
+fi
+command -v mvn >/dev/null || die "mvn (Apache Maven) not found; install it (apt-get install maven)"
+
+mkdir -p "$QUEUEY_CASSANDRA_HOME"
+WORK="$(mktemp -d "$QUEUEY_CASSANDRA_HOME/.fetch-$CASSANDRA_VERSION.XXXXXX")"
+trap 'rm -rf "$WORK"' EXIT
+
+# Run Maven quietly; on failure keep its output in $WORK/mvn.log.
+# -U: re-ask Central instead of trusting a cached "not found".
+run_mvn() {
+    # shellcheck disable=SC2086
+    mvn -B -q -U ${QUEUEY_MVN_ARGS:-} "$@" >"$WORK/mvn.log" 2>&1
+}
+mvn_errors() {  # Maven's own error lines, without the generic "re-run with -X" advice
+    sed -e 's/\x1b\[[0-9;]*m//g' "$WORK/mvn.log" | grep -E '^\[ERROR\] .' |
+        grep -vE 'Re-run Maven|full stack trace|^\[ERROR\] \[Help|For more information' | head -n 5 || true
+}
+
+fetch_tarball() {
+    local art="org.apache.cassandra:apache-cassandra:$CASSANDRA_VERSION:tar.gz:bin" tgz
+    log "fetching $art from Maven Central ..."
+    if ! run_mvn "$DEP_PLUGIN:copy" -Dartifact="$art" -DoutputDirectory="$WORK/dl"; then
+        log "Maven could not fetch $art:"
+        mvn_errors >&2
+        return 1
+    fi
+    tgz="$(compgen -G "$WORK/dl/*.tar.gz" | head -n1)"
+    mkdir -p "$WORK/x"
+    tar -xzf "$tgz" -C "$WORK/x"
+    mv "$WORK/x/apache-cassandra-$CASSANDRA_VERSION" "$WORK/dist"
+    echo "tarball $art" >"$WORK/dist/.queuey-source"
+}
+
+fetch_jars() {
+    local art="org.apache.cassandra:cassandra-all:$CASSANDRA_VERSION"
+    log "fetching $art and its runtime dependencies from Maven Central ..."
+    mkdir -p "$WORK/pom"
+    cat >"$WORK/pom/pom.xml" <<EOF
+<project xmlns="http://maven.apache.org/POM/4.0.0">
+  <modelVersion>4.0.0</modelVersion>
+  <groupId>queuey.local</groupId><artifactId>cassandra-fetch</artifactId><version>1</version>
+  <packaging>pom</packaging>
+  <dependencies>
+    <dependency>
+      <groupId>org.apache.cassandra</groupId><artifactId>cassandra-all</artifactId>
+      <version>$CASSANDRA_VERSION</version>
+    </dependency>
+  </dependencies>
+</project>
+EOF
+    if ! run_mvn -f "$WORK/pom/pom.xml" "$DEP_PLUGIN:copy-dependencies" \
+            -DincludeScope=runtime -DoutputDirectory="$WORK/dist/lib"; then
+        log "Maven could not fetch $art:"
+        mvn_errors >&2
+        return 1
+    fi
+    echo "jars $art + runtime dependencies" >"$WORK/dist/.queuey-source"
+}
+
+case "$SOURCE" in
+    tarball) fetch_tarball || die "Maven Central does not serve the Cassandra $CASSANDRA_VERSION binary tarball (error above)" ;;
+    jars)    fetch_jars || die "could not fetch Cassandra $CASSANDRA_VERSION jars (error above)" ;;
+    auto)
+        if ! fetch_tarball; then
+            log "falling back to the cassandra-all jars (QUEUEY_CASSANDRA_SOURCE=tarball makes this an error)"
+            fetch_jars || die "could not fetch Cassandra $CASSANDRA_VERSION jars either (error above)"
+        fi ;;
+esac
+
+# Check that what we got is the version we asked for.
+main_jar="$(compgen -G "$WORK/dist/lib/apache-cassandra-$CASSANDRA_VERSION.jar" ||
+            compgen -G "$WORK/dist/lib/cassandra-all-$CASSANDRA_VERSION.jar" || true)"
+[[ -n "$main_jar" ]] || die "no Cassandra server jar in the download"
+read_version() {  # version.properties from the server jar, with unzip or python3
+    if command -v unzip >/dev/null; then
+        unzip -p "$1" org/apache/cassandra/config/version.properties
+    else
+        python3 -c 'import sys, zipfile; sys.stdout.write(zipfile.ZipFile(sys.argv[1]).read("org/apache/cassandra/config/version.properties").decode())' "$1"
+    fi
+}
+got="$(read_version "$main_jar" | sed -n 's/^CassandraVersion=//p')"
+[[ "$got" == "$CASSANDRA_VERSION" ]] || die "downloaded jar says version '$got', expected $CASSANDRA_VERSION"
+compgen -G "$WORK/dist/lib/jamm-*.jar" >/dev/null || die "jamm agent jar missing from the download"
+
+echo "$(<"$WORK/dist/.queuey-source"), fetched $(date -u +%Y-%m-%dT%H:%M:%SZ)" >"$WORK/dist/.queuey-complete"
+rm -rf "$CASSANDRA_DIST"
+mv "$WORK/dist" "$CASSANDRA_DIST"
+log "Cassandra $CASSANDRA_VERSION ready in $CASSANDRA_DIST ($(find "$CASSANDRA_DIST/lib" -name '*.jar' | wc -l) jars in lib/)"

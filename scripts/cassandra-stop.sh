@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Stop every node that scripts/cassandra-start.sh started from a data dir:
+# SIGTERM, wait up to QUEUEY_CASSANDRA_STOP_TIMEOUT (60 s), then SIGKILL.
+# Removes the pid files; keeps the data unless --clean is given.
+#
+#   scripts/cassandra-stop.sh [--data DIR] [--clean]
+set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/cassandra-common.sh"
+
+parse_data_opt "$@"
+CLEAN=0
+for a in ${REST_ARGS[@]+"${REST_ARGS[@]}"}; do
+    case "$a" in
+        --clean) CLEAN=1 ;;
+        -h|--help) sed -n '2,6s/^# \{0,1\}//p' "${BASH_SOURCE[0]}"; exit 0 ;;
+        *) die "unknown argument: $a" ;;
+    esac
+done
+
+# Every nodeN dir with a pid file, whatever cluster.env says.
+nodes=()
+for pf in "$DATA_DIR"/node*/cassandra.pid; do
+    [[ -e "$pf" ]] || continue
+    n="${pf%/cassandra.pid}"; n="${n##*/node}"
+    if [[ "$n" =~ ^[0-9]+$ ]]; then nodes+=("$n"); fi
+done
+if ((${#nodes[@]})); then
+    stop_nodes "${nodes[@]}"
+else
+    log "no Cassandra pid files under $DATA_DIR: nothing running"
+fi
+((CLEAN)) && wipe_data_dir
+exit 0
