@@ -1,0 +1,28 @@
+# The two commands of README.rst:  make run  (the service on SQLite)  and  make test.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+
+.PHONY: setup run test bench clean
+
+$(BIN)/twistd: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[test,cassandra]' --config-settings editable_mode=compat
+	touch $@
+
+setup: $(BIN)/twistd
+
+# The service on the embedded SQLite store, development configuration, port 5000.
+run: setup
+	$(BIN)/twistd -n --pidfile= queuey $(if $(CONFIG),--config $(CONFIG)) --port $(or $(PORT),tcp:5000:interface=127.0.0.1)
+
+# Everything: installs what is missing, starts ZooKeeper and Cassandra, runs trial, stops them.
+test: setup
+	scripts/run-tests.sh
+
+bench: setup
+	$(BIN)/python bench/http_bench.py
+
+clean:
+	rm -rf $(VENV) var _trial_temp*

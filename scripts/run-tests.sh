@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Run the whole test suite against real services: starts Cassandra (and ZooKeeper,
+# once qdo needs it) with the project's own scripts, runs trial, stops them again.
+# Set QUEUEY_TEST_SERVICES=none to run only what needs no service (the others skip,
+# except under CI=true, where a missing service fails the run).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$(pwd)
+services=${QUEUEY_TEST_SERVICES:-cassandra}
+
+cleanup() {
+    status=$?
+    if [[ $services == *cassandra* ]]; then scripts/cassandra-stop.sh --clean || true; fi
+    exit $status
+}
+trap cleanup EXIT
+
+if [[ $services == *cassandra* ]]; then
+    scripts/cassandra-start.sh --clean
+    export QUEUEY_TEST_CASSANDRA=127.0.0.1:9042
+fi
+
+"$root/.venv/bin/trial" --temp-directory=var/_trial_temp "${@:-tests}"
