@@ -6,11 +6,13 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
-services=${QUEUEY_TEST_SERVICES:-cassandra}
+services=${QUEUEY_TEST_SERVICES:-cassandra zookeeper}
+zk_port=${QUEUEY_ZOOKEEPER_PORT:-2181}
 
 cleanup() {
     status=$?
     if [[ $services == *cassandra* ]]; then scripts/cassandra-stop.sh --clean || true; fi
+    if [[ $services == *zookeeper* ]]; then scripts/zookeeper-stop.sh --clean || true; fi
     exit $status
 }
 trap cleanup EXIT
@@ -18,6 +20,10 @@ trap cleanup EXIT
 if [[ $services == *cassandra* ]]; then
     scripts/cassandra-start.sh --clean
     export QUEUEY_TEST_CASSANDRA=127.0.0.1:9042
+fi
+if [[ $services == *zookeeper* ]]; then
+    scripts/zookeeper-start.sh --clean --port "$zk_port" >/dev/null
+    export QUEUEY_TEST_ZOOKEEPER=127.0.0.1:$zk_port
 fi
 
 "$root/.venv/bin/trial" --temp-directory=var/_trial_temp "${@:-tests}"

@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# Stop every ZooKeeper node that scripts/zookeeper-start.sh started from a data
+# dir (SIGTERM, then SIGKILL after QUEUEY_ZOOKEEPER_STOP_TIMEOUT, 20 s), or only
+# node N; --kill sends SIGKILL at once (a crash). Keeps the data unless --clean.
+#
+#   scripts/zookeeper-stop.sh [--data DIR] [--node N] [--kill] [--clean]
+set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/zookeeper-common.sh"
+
+parse_common_opts "$@"
+set -- ${REST_ARGS[@]+"${REST_ARGS[@]}"}
+CLEAN=0 SIG=TERM ONLY=""
+while (($#)); do
+    case "$1" in
+        --clean) CLEAN=1; shift ;;
+        --kill) SIG=KILL; shift ;;
+        --node) [[ $# -ge 2 ]] || die "--node needs a number"; ONLY="$2"; shift 2 ;;
+        -h|--help) sed -n '2,6s/^# \{0,1\}//p' "${BASH_SOURCE[0]}"; exit 0 ;;
+        *) die "unknown argument: $1" ;;
+    esac
+done
+nodes=()
+for pf in "$DATA_DIR"/node*/zookeeper.pid; do
+    [[ -e "$pf" ]] || continue
+    n="${pf%/zookeeper.pid}"; n="${n##*/node}"
+    [[ "$n" =~ ^[0-9]+$ ]] || continue
+    if [[ -z "$ONLY" || "$ONLY" == "$n" ]]; then nodes+=("$n"); fi
+done
+if ((${#nodes[@]})); then
+    stop_nodes "$SIG" "${nodes[@]}"
+else
+    log "no ZooKeeper pid files under $DATA_DIR: nothing running"
+fi
+if ((CLEAN)); then
+    [[ -z "$ONLY" ]] || die "--clean with --node: refusing to wipe the data of a partly running ensemble"
+    find "$DATA_DIR" -mindepth 1 -maxdepth 1 ! -name .lock -exec rm -rf {} + 2>/dev/null || true
+    log "removed the ZooKeeper data in $DATA_DIR"
+fi
+exit 0
