@@ -26,6 +26,13 @@ cat >"$WORK/pom.xml" <<POM
       <groupId>org.apache.zookeeper</groupId><artifactId>zookeeper</artifactId>
       <version>$ZOOKEEPER_VERSION</version>
     </dependency>
+    <!-- optional in ZooKeeper's pom, yet the server needs them (its binary tarball ships them) -->
+    <dependency>
+      <groupId>io.dropwizard.metrics</groupId><artifactId>metrics-core</artifactId><version>4.1.12.1</version>
+    </dependency>
+    <dependency>
+      <groupId>org.xerial.snappy</groupId><artifactId>snappy-java</artifactId><version>1.1.10.5</version>
+    </dependency>
   </dependencies>
 </project>
 POM

@@ -63,6 +63,10 @@ if [[ -f "$DATA_DIR/ensemble.env" ]]; then
     BASE_PORT="$prev_port"
 fi
 require_java
+if ! zookeeper_classpath >/dev/null; then
+    log "no ZooKeeper jars (Debian's zookeeper package is not installed): fetching them from Maven Central"
+    "$SCRIPTS_DIR/zookeeper-fetch.sh"
+fi
 printf 'NODES=%q\nPORT=%q\n' "$NODES" "$BASE_PORT" >"$DATA_DIR/ensemble.env"
 
 trap cleanup_failed_start EXIT
