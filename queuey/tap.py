@@ -31,7 +31,8 @@ class Options(usage.Options):
         try:
             self.config = load_config(self["config"]) if self["config"] else development_config()
         except ConfigError as e:
-            raise usage.UsageError(f"bad configuration: {e}") from None
+            sys.stderr.write(f"twistd queuey: bad configuration: {e}\n")
+            raise SystemExit(2) from None
 
 
 class QueueyService(service.MultiService):
