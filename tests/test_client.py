@@ -1,0 +1,230 @@
+"""queuey.client against the whole app in memory (MemoryQueuey), and its fail-over and retries."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.internet import defer, error as net_error
+from twisted.trial.unittest import SynchronousTestCase, TestCase
+from twisted.web import client as web_client
+
+from queuey import client as qc
+from queuey.testing import MemoryQueuey
+
+
+class MemoryClientTests(TestCase):
+    """Every call of the client, through the real routes and store."""
+
+    def setUp(self) -> None:
+        self.memory = MemoryQueuey()
+        self.addCleanup(self.memory.close)
+        self.client = qc.QueueyClient(self.memory.url("/v1/queuey"), "queuey-key", reactor=self.memory.clock,
+                                      http=self.memory.treq)
+
+    def run_(self, d: defer.Deferred) -> Any:
+        self.memory.treq.flush()
+        return self.successResultOf(d)
+
+    def fail_(self, d: defer.Deferred, kind: type) -> qc.QueueyClientError:
+        self.memory.treq.flush()
+        return self.failureResultOf(d, kind).value
+
+    def test_queue_lifecycle(self) -> None:
+        created = self.run_(self.client.create_queue("jobs", partitions=3, consistency="weak"))
+        self.assertEqual((created["queue_name"], created["partitions"], created["consistency"]), ("jobs", 3, "weak"))
+        error = self.fail_(self.client.create_queue("jobs"), qc.Conflict)
+        self.assertEqual(error.status, 409)
+        self.assertEqual(self.run_(self.client.ensure_queue("jobs"))["created"], False)
+        self.assertEqual(self.run_(self.client.ensure_queue("other"))["created"], True)
+        names = [q["queue_name"] for q in self.run_(self.client.list_queues())]
+        self.assertEqual(sorted(names), ["jobs", "other"])
+        detailed = {q["queue_name"]: q for q in self.run_(self.client.all_queues(page=1))}
+        self.assertEqual(detailed["jobs"]["partitions"], 3)
+        updated = self.run_(self.client.update_queue("jobs", partitions=5, principles=["app:queuey"]))
+        self.assertEqual((updated["partitions"], updated["principles"]), (5, ["app:queuey"]))
+        error = self.fail_(self.client.update_queue("jobs", partitions=2), qc.BadRequest)
+        self.assertIn("partitions", error.errors)
+        self.run_(self.client.delete_queue("jobs"))
+        self.fail_(self.client.read_messages("jobs"), qc.NotFound)
+
+    def test_messages(self) -> None:
+        self.run_(self.client.create_queue("q", partitions=2))
+        single = self.run_(self.client.post_message("q", "one", ttl=60, partition=2))
+        self.assertEqual(single["partition"], 2)
+        batch = self.run_(self.client.post_messages("q", [{"body": "two", "partition": 2}, "three"]))
+        self.assertEqual(len(batch), 2)
+        read = self.run_(self.client.read_messages("q", partitions=[2]))
+        self.assertEqual([m["body"] for m in read][:2], ["one", "two"])
+        after = self.run_(self.client.read_messages("q", partitions=2, after=single["key"]))
+        self.assertEqual([m["body"] for m in after], ["two"] if batch[1]["partition"] == 1 else ["two", "three"])
+        everything = self.run_(self.client.read_messages("q", partitions="all", limit=10))
+        self.assertEqual(len(everything), 3)
+        got = self.run_(self.client.get_messages("q", [f"2:{single['key']}"]))
+        self.assertEqual([m["body"] for m in got], ["one"])
+        self.run_(self.client.replace_messages("q", f"2:{single['key']}", "uno"))
+        got = self.run_(self.client.get_messages("q", f"2:{single['key']}"))
+        self.assertEqual(got[0]["body"], "uno")
+        self.run_(self.client.delete_messages("q", [f"2:{single['key']}"]))
+        self.assertEqual(self.run_(self.client.get_messages("q", f"2:{single['key']}")), [])
+        error = self.fail_(self.client.post_messages("q", [{"body": ""}]), qc.BadRequest)
+        self.assertIn("0.body", error.errors)
+
+    def test_long_poll(self) -> None:
+        self.run_(self.client.create_queue("lp"))
+        d = self.client.read_messages("lp", wait=5)
+        self.memory.treq.flush()
+        self.assertNoResult(d)
+        self.run_(self.client.post_message("lp", "late"))
+        self.memory.advance(1.5)
+        self.assertEqual([m["body"] for m in self.successResultOf(d)], ["late"])
+
+    def test_bad_key_is_unauthorized(self) -> None:
+        bad = qc.QueueyClient(self.memory.url("/v1/queuey"), "nope", reactor=self.memory.clock,
+                              http=self.memory.treq)
+        error = self.fail_(bad.list_queues(), qc.Unauthorized)
+        self.assertIn("InvalidApplicationKey", error.errors)
+
+    def test_other_application_is_forbidden(self) -> None:
+        other = qc.QueueyClient(self.memory.url("/v1/queuey"), "other-key", reactor=self.memory.clock,
+                                http=self.memory.treq)
+        self.fail_(other.create_queue("x"), qc.Forbidden)
+
+    def test_heartbeat(self) -> None:
+        self.assertEqual(self.run_(self.client.heartbeat())["status"], "ok")
+
+
+class FakeResponse:
+    def __init__(self, code: int, body: bytes, headers: dict[bytes, list[bytes]] | None = None) -> None:
+        from twisted.web.http_headers import Headers
+        self.code = code
+        self.length = len(body)
+        self._body = body
+        self.headers = Headers(headers or {})
+
+    def deliverBody(self, protocol: Any) -> None:
+        from twisted.python.failure import Failure
+        from twisted.web.client import ResponseDone
+        protocol.dataReceived(self._body)
+        protocol.connectionLost(Failure(ResponseDone()))
+
+
+class ScriptedHTTP:
+    """An HTTP client whose answers per host are scripted: exceptions or (code, body)."""
+
+    def __init__(self, script: dict[str, list[Any]]) -> None:
+        self.script = script
+        self.calls: list[tuple[str, str]] = []
+
+    def request(self, method: str, url: str, **kwargs: Any) -> defer.Deferred:
+        from urllib.parse import urlsplit
+        host = urlsplit(url).hostname
+        self.calls.append((method, host))
+        steps = self.script[host]
+        step = steps.pop(0) if len(steps) > 1 else steps[0]
+        if isinstance(step, Exception):
+            return defer.fail(step)
+        code, body, *headers = step
+        return defer.succeed(FakeResponse(code, body, headers[0] if headers else None))
+
+
+OK = (200, b'{"status":"ok","queues":[]}')
+UNAVAILABLE = (503, b'{"status":"error","error_msg":{"StorageUnavailable":"down"}}', {b"Retry-After": [b"1"]})
+
+
+class FailoverTests(SynchronousTestCase):
+
+    def make(self, script: dict[str, list[Any]], urls: str, **kwargs: Any) -> tuple[qc.QueueyClient, ScriptedHTTP]:
+        from twisted.internet.task import Clock
+        self.clock = Clock()
+        http = ScriptedHTTP(script)
+        client = qc.QueueyClient(urls, "k", reactor=self.clock, http=http, local_hosts={"me.example"},
+                                 **kwargs)
+        return client, http
+
+    def settle(self, d: defer.Deferred, seconds: float = 60) -> None:
+        for _ in range(int(seconds * 10)):
+            if d.called:
+                return
+            self.clock.advance(0.1)
+
+    def test_prefers_a_local_server(self) -> None:
+        client, http = self.make({"far.example": [OK], "127.0.0.1": [OK]},
+                                 "http://far.example:5000/v1/a http://127.0.0.1:5000/v1/a")
+        self.assertEqual([s.base for s in client.servers], ["http://127.0.0.1:5000", "http://far.example:5000"])
+        self.successResultOf(client.list_queues())
+        self.assertEqual(http.calls, [("GET", "127.0.0.1")])
+
+    def test_own_hostname_is_local(self) -> None:
+        client, _ = self.make({}, "http://far.example/v1/a,http://me.example/v1/a")
+        self.assertEqual(client.servers[0].base, "http://me.example")
+
+    def test_fails_over_on_connection_refused_and_comes_back(self) -> None:
+        client, http = self.make({"127.0.0.1": [net_error.ConnectionRefusedError(), OK], "far.example": [OK]},
+                                 ["http://127.0.0.1:5000/v1/a", "http://far.example:5000/v1/a"], down_for=30)
+        d = client.list_queues()
+        self.settle(d)
+        self.successResultOf(d)
+        self.assertEqual(http.calls, [("GET", "127.0.0.1"), ("GET", "far.example")])
+        self.successResultOf(client.list_queues())  # the local one is still set aside
+        self.assertEqual(http.calls[-1], ("GET", "far.example"))
+        self.clock.advance(31)
+        self.successResultOf(client.list_queues())
+        self.assertEqual(http.calls[-1], ("GET", "127.0.0.1"))
+
+    def test_retries_503_with_backoff_then_gives_up(self) -> None:
+        client, http = self.make({"127.0.0.1": [UNAVAILABLE]}, "http://127.0.0.1/v1/a", retries=3)
+        d = client.list_queues()
+        self.assertNoResult(d)
+        self.settle(d, 120)
+        error = self.failureResultOf(d, qc.ServiceUnavailable).value
+        self.assertEqual(error.status, 503)
+        self.assertEqual(len(http.calls), 4)
+
+    def test_503_then_success(self) -> None:
+        client, http = self.make({"127.0.0.1": [UNAVAILABLE, OK]}, "http://127.0.0.1/v1/a")
+        d = client.list_queues()
+        self.assertNoResult(d)
+        self.clock.advance(0.5)
+        self.assertNoResult(d)  # Retry-After: 1 is honoured
+        self.settle(d)
+        self.assertEqual(self.successResultOf(d), [])
+
+    def test_client_errors_are_not_retried(self) -> None:
+        client, http = self.make({"127.0.0.1": [(404, b'{"status":"error","error_msg":{"NotFound":"x"}}')]},
+                                 "http://127.0.0.1/v1/a")
+        error = self.failureResultOf(client.read_messages("q"), qc.NotFound).value
+        self.assertEqual((error.status, error.errors), (404, {"NotFound": "x"}))
+        self.assertEqual(len(http.calls), 1)
+
+    def test_post_is_not_retried_after_a_lost_response(self) -> None:
+        lost = web_client.ResponseNeverReceived([])
+        client, http = self.make({"127.0.0.1": [lost, (201, b'{"status":"ok","messages":[]}')]},
+                                 "http://127.0.0.1/v1/a")
+        self.failureResultOf(client.post_messages("q", ["x"]), qc.ConnectionFailed)
+        self.assertEqual(len(http.calls), 1)
+        # ... but a GET is.
+        client, http = self.make({"127.0.0.1": [lost, OK]}, "http://127.0.0.1/v1/a")
+        d = client.list_queues()
+        self.settle(d)
+        self.successResultOf(d)
+
+    def test_post_is_retried_when_it_never_left(self) -> None:
+        client, http = self.make({"127.0.0.1": [net_error.ConnectionRefusedError(),
+                                                (201, b'{"status":"ok","messages":[{"key":"k"}]}')]},
+                                 "http://127.0.0.1/v1/a")
+        d = client.post_messages("q", ["x"])
+        self.settle(d)
+        self.assertEqual(self.successResultOf(d), [{"key": "k"}])
+
+    def test_connection_parsing(self) -> None:
+        self.assertEqual(qc.parse_connection("http://h:5000/v1/app"), ("http://h:5000", "app"))
+        self.assertEqual(qc.parse_connection("https://h/prefix/v1/app/"), ("https://h/prefix", "app"))
+        self.assertEqual(qc.parse_connection("http://h:5000"), ("http://h:5000", None))
+        self.assertRaises(ValueError, qc.parse_connection, "h:5000")
+        self.assertRaises(ValueError, qc.QueueyClient, "http://h:1", reactor=None)
+        self.assertRaises(ValueError, qc.QueueyClient, "http://h/v1/a http://h/v1/b", reactor=None)
+
+    def test_error_types(self) -> None:
+        self.assertIsInstance(qc.error_for(413, {}), qc.PayloadTooLarge)
+        self.assertIsInstance(qc.error_for(502, {}), qc.ServerError)
+        self.assertIsInstance(qc.error_for(418, {}), qc.QueueyClientError)
