@@ -128,3 +128,225 @@ class CassandraContract(CassandraStoreMixin, StoreContract, unittest.TestCase):
     def store_bucket(self, message_id: uuid.UUID) -> int:
         from queuey.storage.cassandra import bucket_of
         return bucket_of(message_id, self.store._bucket_ticks)
+
+
+class SmallBucketTests(CassandraStoreMixin, unittest.TestCase):
+    """Reads, counts and deletes that cross many one-minute time buckets."""
+
+    timeout = 60
+    storage = {"keyspace": "queuey_test_b60", "bucket_seconds": "60"}
+
+    @defer.inlineCallbacks
+    def setUp(self) -> Any:
+        self.store = self.make_store()
+        yield self.store.open()
+        self.addCleanup(self.store.close)
+        yield self.purge(self.store)
+        self.queue = QueueSettings(APP, "spread", 2, created=real_ticks())
+        yield self.store.create_queue(self.queue)
+        now = real_ticks()
+        # Twelve messages, two per minute over six minutes, oldest first; all in partition 1.
+        self.ids = [timeuuid.make_uuid(now - (330 - 30 * i) * timeuuid.TICKS_PER_SECOND, 7, 0x1234 + i)
+                    for i in range(12)]
+        yield self.store.put_messages(self.queue, [
+            NewMessage(i, 1, f"m{n}".encode(), "text/plain", 3600) for n, i in enumerate(reversed(self.ids))])
+
+    def test_bucket_width_is_the_keyspaces(self) -> None:
+        self.assertEqual(self.store._bucket_ticks, 60 * timeuuid.TICKS_PER_SECOND)
+
+    @defer.inlineCallbacks
+    def test_messages_span_buckets(self) -> Any:
+        buckets = yield self.store._buckets(self.queue, 1, None, None, False, self.store._meta_level)
+        self.assertGreaterEqual(len(buckets), 6)
+        self.assertEqual(buckets, sorted(buckets))
+
+    @defer.inlineCallbacks
+    def test_range_reads_cross_buckets(self) -> Any:
+        read = yield self.store.read_messages(self.queue, 1, MessageRange(limit=100))
+        self.assertEqual([m.id for m in read], self.ids)
+        page = yield self.store.read_messages(self.queue, 1, MessageRange(lower=self.ids[2], limit=5))
+        self.assertEqual([m.id for m in page], self.ids[2:7])
+        after = yield self.store.read_messages(self.queue, 1, MessageRange(lower=self.ids[6],
+                                                                           lower_inclusive=False, limit=100))
+        self.assertEqual([m.id for m in after], self.ids[7:])
+        upto = yield self.store.read_messages(self.queue, 1, MessageRange(lower=self.ids[1], upper=self.ids[8]))
+        self.assertEqual([m.id for m in upto], self.ids[1:9])
+        newest = yield self.store.read_messages(self.queue, 1, MessageRange(descending=True, limit=3))
+        self.assertEqual([m.id for m in newest], self.ids[:-4:-1])
+        down = yield self.store.read_messages(self.queue, 1, MessageRange(lower=self.ids[3], upper=self.ids[9],
+                                                                          descending=True, limit=100))
+        self.assertEqual([m.id for m in down], self.ids[9:2:-1])
+        empty = yield self.store.read_messages(self.queue, 2, MessageRange())
+        self.assertEqual(empty, [])
+
+    @defer.inlineCallbacks
+    def test_count_newest_get_over_buckets(self) -> Any:
+        count = yield self.store.count_messages(self.queue)
+        self.assertEqual(count, 12)
+        newest = yield self.store.newest_message_ids(self.queue, [1, 2])
+        self.assertEqual(newest, {1: self.ids[-1]})
+        found = yield self.store.get_messages(self.queue, [MessageRef(1, self.ids[0]), MessageRef(1, self.ids[11])])
+        self.assertEqual([m.id for m in found], [self.ids[0], self.ids[11]])
+        yield self.store.delete_messages(self.queue, [MessageRef(1, self.ids[11])])
+        newest = yield self.store.newest_message_ids(self.queue, [1])
+        self.assertEqual(newest, {1: self.ids[10]})
+
+    @defer.inlineCallbacks
+    def test_newest_skips_emptied_bucket(self) -> Any:
+        """The newest bucket emptied by deletes: the next older one answers."""
+        last_bucket = [i for i in self.ids if self._bucket(i) == self._bucket(self.ids[-1])]
+        yield self.store.delete_messages(self.queue, [MessageRef(1, i) for i in last_bucket])
+        newest = yield self.store.newest_message_ids(self.queue, [1])
+        self.assertEqual(newest, {1: self.ids[-1 - len(last_bucket)]})
+
+    def _bucket(self, message_id: uuid.UUID) -> int:
+        from queuey.storage.cassandra import bucket_of
+        return bucket_of(message_id, self.store._bucket_ticks)
+
+    @defer.inlineCallbacks
+    def test_delete_queue_drops_every_bucket(self) -> Any:
+        buckets = yield self.store._buckets(self.queue, 1, None, None, False, self.store._meta_level)
+        self.assertTrue((yield self.store.delete_queue(APP, "spread")))
+        for bucket in buckets:
+            rows = yield self.store._execute(self.store._bound(
+                "count_bucket", APP, "spread", self.queue.created, 1, bucket))
+            self.assertEqual(rows[0][0], 0)
+        left = yield self.store._buckets(self.queue, 1, None, None, False, self.store._meta_level)
+        self.assertEqual(left, [])
+
+    @defer.inlineCallbacks
+    def test_index_written_once_per_bucket(self) -> Any:
+        """A second message into a bucket this process indexed does not rewrite the index."""
+        written = []
+        original = self.store._bound
+
+        def spy(name: str, *values: Any, **kwargs: Any) -> Any:
+            written.append(name)
+            return original(name, *values, **kwargs)
+        self.patch(self.store, "_bound", spy)
+        message_id = timeuuid.TimeUUIDGenerator(real_ticks).next()
+        yield self.store.put_messages(self.queue, [NewMessage(message_id, 2, b"a", "text/plain", 60)])
+        yield self.store.put_messages(self.queue, [NewMessage(timeuuid.make_uuid(
+            timeuuid.ticks_from_uuid(message_id), 9, 1), 2, b"b", "text/plain", 60)])
+        self.assertEqual(written.count("index_bucket"), 1)
+        self.assertEqual(written.count("put_message"), 2)
+
+
+class UnavailableTests(unittest.TestCase):
+    """Failures of Cassandra itself errback with StorageUnavailable (HTTP 503)."""
+
+    timeout = 60
+
+    @defer.inlineCallbacks
+    def test_open_without_cassandra(self) -> Any:
+        from queuey.storage.cassandra import CassandraSettings, CassandraStore
+        store = CassandraStore(CassandraSettings(hosts=(("127.0.0.1", 1),), connect_timeout=1), reactor)
+        with self.assertRaises(StorageUnavailable):
+            yield store.open()
+        yield store.close()
+        with self.assertRaises(StorageUnavailable):
+            yield store.check()
+
+    @defer.inlineCallbacks
+    def test_too_few_replicas(self) -> Any:
+        """Replication 2 on one node: ONE works, QUORUM and ALL are Unavailable."""
+        from queuey.storage.cassandra import CassandraStore
+        store = CassandraStore(cassandra_settings(keyspace="queuey_test_rf2", replication="SimpleStrategy:2"),
+                               reactor)
+        yield store.open()
+        self.addCleanup(store.close)
+        yield store.check()
+        ids = timeuuid.TimeUUIDGenerator(real_ticks)
+        weak = QueueSettings(APP, "weak", consistency="weak", created=real_ticks())
+        message = NewMessage(ids.next(), 1, b"x", "text/plain", 60)
+        yield store.put_messages(weak, [message])
+        read = yield store.read_messages(weak, 1, MessageRange())
+        self.assertEqual([m.id for m in read], [message.id])
+        for level in ("strong", "very_strong"):
+            queue = QueueSettings(APP, level, consistency=level, created=real_ticks())
+            with self.assertRaises(StorageUnavailable) as raised:
+                yield store.put_messages(queue, [NewMessage(ids.next(), 1, b"x", "text/plain", 60)])
+            self.assertIn("Unavailable", str(raised.exception))
+            self.assertEqual(raised.exception.status, 503)
+            with self.assertRaises(StorageUnavailable):
+                yield store.read_messages(queue, 1, MessageRange())
+        with self.assertRaises(StorageUnavailable):
+            yield store.create_queue(QueueSettings(APP, "lwt", created=real_ticks()))
+
+
+class TranslateTests(unittest.TestCase):
+    def test_driver_errors(self) -> None:
+        from cassandra import (ConsistencyLevel, InvalidRequest, OperationTimedOut, ReadTimeout,
+                               Unavailable, WriteTimeout, WriteType)
+        from cassandra.cluster import NoHostAvailable
+        from queuey.storage.cassandra import translate
+        for error in (Unavailable("x", ConsistencyLevel.QUORUM, 2, 1), ReadTimeout("slow"), WriteTimeout("slow", write_type=WriteType.SIMPLE),
+                      OperationTimedOut("late"), NoHostAvailable("none", {"127.0.0.1:9042": OSError("refused")})):
+            translated = translate(error)
+            self.assertIsInstance(translated, StorageUnavailable, error)
+            self.assertIn(error.__class__.__name__, str(translated))
+        self.assertIn("127.0.0.1:9042: refused", str(translate(NoHostAvailable("x", {"127.0.0.1:9042": "refused"}))))
+        bug = InvalidRequest("no such column")
+        self.assertIs(translate(bug), bug)
+
+
+class ConfigTests(unittest.TestCase):
+    def config(self, storage: str = "") -> Config:
+        return parse_config(f"[application_keys]\na = k\n[storage]\nbackend = cassandra\n{storage}")
+
+    def test_defaults(self) -> None:
+        store = make_store(self.config(), reactor)
+        s = store.settings
+        self.assertEqual((s.hosts, s.keyspace, s.multi_dc, s.create_schema),
+                         ((("127.0.0.1", 9042),), "queuey", False, True))
+        self.assertEqual(dict(s.replication), {"class": "SimpleStrategy", "replication_factor": 1})
+        self.assertEqual(store.name, "cassandra")
+
+    def test_full(self) -> None:
+        store = make_store(self.config(
+            "hosts = 10.0.0.1, 10.0.0.2:9043,[::1]:9044\nkeyspace = q_prod\n"
+            "replication = NetworkTopologyStrategy:dc1=3,dc2=2\nmulti_dc = true\ncreate_schema = false\n"
+            "username = queuey\npassword = secret\nlocal_dc = dc1\nconnect_timeout = 2.5\n"
+            "request_timeout = 4\n"), reactor)
+        s = store.settings
+        self.assertEqual(s.hosts, (("10.0.0.1", 9042), ("10.0.0.2", 9043), ("::1", 9044)))
+        self.assertEqual(dict(s.replication), {"class": "NetworkTopologyStrategy", "dc1": 3, "dc2": 2})
+        self.assertEqual((s.multi_dc, s.create_schema, s.username, s.password, s.local_dc,
+                          s.connect_timeout, s.request_timeout),
+                         (True, False, "queuey", "secret", "dc1", 2.5, 4.0))
+        from cassandra import ConsistencyLevel
+        self.assertEqual(store._levels, {"weak": ConsistencyLevel.LOCAL_ONE,
+                                         "strong": ConsistencyLevel.LOCAL_QUORUM,
+                                         "very_strong": ConsistencyLevel.EACH_QUORUM})
+
+    def test_single_dc_levels(self) -> None:
+        from cassandra import ConsistencyLevel
+        store = make_store(self.config(), reactor)
+        self.assertEqual(store._levels, {"weak": ConsistencyLevel.ONE, "strong": ConsistencyLevel.QUORUM,
+                                         "very_strong": ConsistencyLevel.ALL})
+        self.assertEqual(store._serial, ConsistencyLevel.SERIAL)
+
+    def test_bad_values_name_their_key(self) -> None:
+        for line, key in [("hosts = a:b", "hosts"), ("hosts = ,", "hosts"), ("hosts = h:70000", "hosts"),
+                          ("keyspace = 1bad", "keyspace"), ("keyspace = a-b", "keyspace"),
+                          ("replication = SimpleStrategy", "replication"),
+                          ("replication = SimpleStrategy:0", "replication"),
+                          ("replication = Other:1", "replication"),
+                          ("replication = NetworkTopologyStrategy:dc1", "replication"),
+                          ("multi_dc = maybe", "multi_dc"), ("multi_dc = true", "replication"),
+                          ("create_schema = 2", "create_schema"), ("username = u", "password"),
+                          ("password = p", "username"), ("local_dc = a b", "local_dc"),
+                          ("connect_timeout = soon", "connect_timeout"), ("request_timeout = 0", "request_timeout"),
+                          ("request_timeout = nan", "request_timeout"),
+                          ("max_in_flight = 0", "max_in_flight"), ("bucket_seconds = 5", "bucket_seconds")]:
+            with self.subTest(line=line):
+                error = self.assertRaises(ConfigError, make_store, self.config(line + "\n"), reactor)
+                self.assertIn(f"[storage] {key}:", str(error))
+
+    def test_schema_cql(self) -> None:
+        from queuey.storage.cassandra import schema_cql
+        cql = "\n".join(schema_cql("ks", {"class": "NetworkTopologyStrategy", "dc1": 3}))
+        self.assertIn("CREATE KEYSPACE IF NOT EXISTS ks WITH replication = "
+                      "{'class': 'NetworkTopologyStrategy', 'dc1': 3}", cql)
+        self.assertIn("TimeWindowCompactionStrategy", cql)
+        self.assertIn("PRIMARY KEY ((application, queue_name, incarnation, partition, bucket), id)", cql)

@@ -297,10 +297,19 @@ class CassandraStore:
         except Exception as e:
             yield self.close()
             raise translate(e) from None
-        stored = yield self._execute(self._bound("claim_bucket_seconds", str(self.settings.bucket_seconds),
-                                                 consistency=self._meta_level, serial=True),
+        # The bucket width is the keyspace's, fixed by the first store that opened it.
+        stored = yield self._execute(self._bound("bucket_seconds", consistency=ConsistencyLevel.ONE),
                                      profile=DICT_PROFILE)
-        if stored and not stored[0]["[applied]"]:
+        if not stored:
+            try:
+                stored = yield self._execute(self._bound(
+                    "claim_bucket_seconds", str(self.settings.bucket_seconds), serial=True), profile=DICT_PROFILE)
+            except StorageUnavailable as e:  # a new keyspace on a degraded cluster: claim it next time
+                log.warn("Could not record bucket_seconds in keyspace {keyspace} ({error}); using the "
+                         "configured {width}", keyspace=self.settings.keyspace, error=str(e),
+                         width=self.settings.bucket_seconds)
+                stored = []
+        if stored and not stored[0].get("[applied]", False):
             width = int(stored[0]["value"])
             if width != self.settings.bucket_seconds:
                 log.warn("Keyspace {keyspace} was created with bucket_seconds = {width}; using it, "
@@ -620,6 +629,7 @@ _RANGE = (f"SELECT id, content_type, body FROM messages WHERE {MESSAGE_KEY} AND 
 
 _STATEMENTS = {
     "check": "SELECT release_version FROM system.local",
+    "bucket_seconds": "SELECT value FROM settings WHERE name = 'bucket_seconds'",
     "claim_bucket_seconds": "INSERT INTO settings (name, value) VALUES ('bucket_seconds', ?) IF NOT EXISTS",
     "create_queue": f"INSERT INTO queues ({QUEUE_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?) IF NOT EXISTS",
     "get_queue": f"SELECT {QUEUE_COLUMNS} FROM queues WHERE application = ? AND queue_name = ?",
