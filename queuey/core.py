@@ -53,7 +53,7 @@ def queue_json(queue: QueueSettings) -> Result:
 
 
 def message_json(message: Message) -> Result:
-    result: Result = {"message_id": message.id.hex, "timestamp": timeuuid.timestamp_of(message.id),
+    result: Result = {"message_id": f"{message.id.int:032x}", "timestamp": timeuuid.timestamp_of(message.id),
                       "partition": message.partition, "content_type": message.content_type}
     try:
         result["body"] = message.body.decode("utf-8")

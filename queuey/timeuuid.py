@@ -17,12 +17,19 @@ UUID_EPOCH_OFFSET = 0x01B21DD213814000
 TICKS_PER_SECOND = 10_000_000
 MAX_TICKS = (1 << 60) - 1 - UUID_EPOCH_OFFSET
 
-_SIGN_FLIP = bytes([0x80] * 8)
+#: XOR with this flips the sign bit of each of 8 bytes: signed byte order becomes unsigned.
+_FLIP = 0x8080808080808080
+
+
+def _uuid_time(value: uuid.UUID) -> int:
+    """``value.time``, computed straight from the integer (the property is slow)."""
+    n = value.int
+    return (((n >> 64) & 0x0FFF) << 48) | (((n >> 80) & 0xFFFF) << 32) | (n >> 96)
 
 
 def ticks_from_uuid(value: uuid.UUID) -> int:
     """The id's time in 100-ns ticks since the Unix epoch."""
-    return value.time - UUID_EPOCH_OFFSET
+    return _uuid_time(value) - UUID_EPOCH_OFFSET
 
 
 def format_ticks(ticks: int) -> str:
@@ -54,15 +61,13 @@ def timestamp_of(value: uuid.UUID) -> str:
 
 def sort_key(value: uuid.UUID) -> bytes:
     """16 bytes that sort like Cassandra's timeuuid: time, then signed tail bytes."""
-    tail = int.from_bytes(value.bytes[8:], "big") ^ int.from_bytes(_SIGN_FLIP, "big")
-    return value.time.to_bytes(8, "big") + tail.to_bytes(8, "big")
+    tail = (value.int & 0xFFFFFFFFFFFFFFFF) ^ _FLIP
+    return _uuid_time(value).to_bytes(8, "big") + tail.to_bytes(8, "big")
 
 
 def from_sort_key(key: bytes) -> uuid.UUID:
     """Invert :func:`sort_key`."""
-    time = int.from_bytes(key[:8], "big")
-    tail = int.from_bytes(key[8:], "big") ^ int.from_bytes(_SIGN_FLIP, "big")
-    return _make(time, tail)
+    return _make(int.from_bytes(key[:8], "big"), int.from_bytes(key[8:], "big") ^ _FLIP)
 
 
 def lowest_key_at(ticks: int) -> bytes:
@@ -76,12 +81,16 @@ def highest_key_at(ticks: int) -> bytes:
 
 
 def _make(time: int, tail: int) -> uuid.UUID:
-    """Build a version-1 UUID from its 60-bit time and its 8 tail bytes."""
-    time_low = time & 0xFFFFFFFF
-    time_mid = (time >> 32) & 0xFFFF
-    time_hi_version = ((time >> 48) & 0x0FFF) | 0x1000
-    high = (time_low << 32) | (time_mid << 16) | time_hi_version
-    return uuid.UUID(int=(high << 64) | tail)
+    """Build a version-1 UUID from its 60-bit time and its 8 tail bytes.
+
+    Reads build one of these per message returned, so this skips
+    ``uuid.UUID.__init__``'s argument checks: the value is in range by construction.
+    """
+    high = ((time & 0xFFFFFFFF) << 32) | (((time >> 32) & 0xFFFF) << 16) | ((time >> 48) & 0x0FFF) | 0x1000
+    value = object.__new__(uuid.UUID)
+    object.__setattr__(value, "int", (high << 64) | tail)
+    object.__setattr__(value, "is_safe", uuid.SafeUUID.unknown)
+    return value
 
 
 def make_uuid(ticks: int, clock_seq: int, node: int) -> uuid.UUID:
