@@ -1,0 +1,5 @@
+import sys
+
+from qdo.cli import main
+
+sys.exit(main())
