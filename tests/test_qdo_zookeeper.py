@@ -1,0 +1,147 @@
+"""qdo's ZooKeeper rules, one at a time, in process against a real ZooKeeper.
+
+Rule 1 (membership with stable ids and ephemeralOwner) and rule 4 (fenced,
+monotonic offsets) are driven here directly; the multi-process scenarios in
+test_qdo_integration.py cover the rest end to end.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import orjson
+from twisted.internet import defer, reactor
+from twisted.logger import globalLogPublisher
+from twisted.trial.unittest import TestCase
+
+from qdo.assign import Partition
+from qdo.config import parse_config
+from qdo.coordinator import Slot, ZooKeeperCoordinator
+from qdo.worker import Fenced, id_key
+from qdo.zk import ZooKeeper
+from queuey import timeuuid
+from tests.services import ZOOKEEPER, require
+from tests.test_qdo_harness import wait_for
+
+CONF = """
+[qdo-worker]
+job = tests.test_qdo_journal:journal_job
+name = {name}
+[queuey]
+connection = http://127.0.0.1:1/v1/a
+[zookeeper]
+connection = {hosts}{root}
+group = g
+session_timeout = 4
+"""
+
+
+def ids(n: int) -> list[str]:
+    generator = timeuuid.TimeUUIDGenerator(lambda: 17_000_000_000_000_000)
+    return [generator.next().hex for _ in range(n)]
+
+
+class RulesTests(TestCase):
+    timeout = 60
+
+    def setUp(self) -> None:
+        self.hosts = require(ZOOKEEPER, "ZooKeeper")
+        self.root = f"/qdo-rules-{uuid.uuid4().hex[:10]}"
+        self.events: list[dict[str, Any]] = []
+        globalLogPublisher.addObserver(self.events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, self.events.append)
+
+    async def coordinator(self, name: str) -> ZooKeeperCoordinator:
+        config = parse_config(CONF.format(name=name, hosts=self.hosts, root=self.root))
+        coordinator = ZooKeeperCoordinator(config, None, None, reactor)  # type: ignore[arg-type]
+        await coordinator.zk.start()
+        self.addCleanup(coordinator.zk.stop)
+        for sub in ("workers", "owners", "offsets"):
+            await coordinator.zk.retrying("ensure_path", coordinator.path(sub))
+        return coordinator
+
+    async def other_session(self) -> ZooKeeper:
+        zk = ZooKeeper(self.hosts, reactor, session_timeout=4)
+        await zk.start()
+        return zk
+
+    def logged(self, text: str) -> bool:
+        return any(text in (e.get("log_format") or "") for e in self.events)
+
+    # -- rule 1 ------------------------------------------------------------------
+
+    async def _dead_session(self) -> None:
+        me = await self.coordinator("w1")
+        earlier = await self.other_session()  # stands for this worker's earlier, dead process
+        path = me.path("workers", "w1")
+        await earlier.call("create", path, orjson.dumps({"worker": "w1", "host": me.host, "pid": 2 ** 22 + 7}),
+                           ephemeral=True)
+        registered = defer.ensureDeferred(me._register(me.epoch))
+        await wait_for(lambda: self.logged("still held by an earlier session"), 10, "the worker to notice")
+        self.assertNoResult(registered)
+        _, stat = await me.zk.call("get", path)
+        self.assertEqual(stat.ephemeralOwner, earlier.session_id, "it did not take the node")
+        await earlier.stop()  # the earlier session ends (here: closed; in life: expires)
+        await registered
+        _, stat = await me.zk.call("get", path)
+        self.assertEqual(stat.ephemeralOwner, me.zk.session_id)
+
+    def test_waits_for_its_earlier_session_to_go(self) -> defer.Deferred[None]:
+        return defer.ensureDeferred(self._dead_session())
+
+    async def _live_rival(self) -> None:
+        me = await self.coordinator("w1")
+        rival = await self.other_session()
+        self.addCleanup(rival.stop)
+        path = me.path("workers", "w1")
+        await rival.call("create", path, orjson.dumps({"worker": "w1", "host": "elsewhere", "pid": 1}),
+                         ephemeral=True)
+        registered = defer.ensureDeferred(me._register(me.epoch))
+        await wait_for(lambda: self.logged("held by another live worker"), 10, "the worker to notice")
+        self.assertNoResult(registered)
+        me._lose_session()  # abandon: the wait is cancelled, nothing is taken
+        await self.assertFailure(registered, Exception)
+        _, stat = await me.zk.call("get", path)
+        self.assertEqual(stat.ephemeralOwner, rival.session_id)
+
+    def test_does_not_fight_a_live_rival(self) -> defer.Deferred[None]:
+        return defer.ensureDeferred(self._live_rival())
+
+    async def _own_node(self) -> None:
+        me = await self.coordinator("w1")
+        path = me.path("workers", "w1")
+        await me.zk.call("create", path, b"{}", ephemeral=True)  # as if a retried create had gone through
+        _, before = await me.zk.call("get", path)
+        await me._register(me.epoch)
+        _, after = await me.zk.call("get", path)
+        self.assertEqual(before.czxid, after.czxid)
+
+    def test_a_node_of_its_own_session_is_its_own(self) -> defer.Deferred[None]:
+        return defer.ensureDeferred(self._own_node())
+
+    # -- rule 4 ------------------------------------------------------------------
+
+    async def _fencing(self) -> None:
+        a, b = await self.coordinator("a"), await self.coordinator("b")
+        partition = Partition("a", "jobs", 1)
+        first, second, third = ids(3)
+        offset, version = await a._fence(partition, a.epoch)
+        self.assertIsNone(offset)
+        slot_a = Slot(partition, offset=offset, version=version)
+        await a._commit(slot_a, first, a.epoch)
+        # b takes the partition over (in life: after a's owner node went).
+        offset, version = await b._fence(partition, b.epoch)
+        self.assertEqual(offset, first)
+        slot_b = Slot(partition, offset=offset, version=version)
+        # a, late, tries to record progress: refused.
+        with self.assertRaises(Fenced):
+            await a._commit(slot_a, second, a.epoch)
+        await b._commit(slot_b, third, b.epoch)
+        await b._commit(slot_b, second, b.epoch)  # older than the offset: never backwards
+        value, _ = await b.zk.call("get", b.offset_path(partition))
+        self.assertEqual(orjson.loads(value)["offset"], third)
+        self.assertLess(id_key(second), id_key(third))
+
+    def test_offsets_are_fenced_and_never_go_backwards(self) -> defer.Deferred[None]:
+        return defer.ensureDeferred(self._fencing())
