@@ -88,7 +88,8 @@ class CassandraProcessTests(unittest.TestCase):
         code, document = yield self.request(server, "POST", "/v1/e2e", data={"queue_name": self.queue})
         self.assertEqual((code, list(document["error_msg"])), (409, ["QueueExists"]))
 
-        code, single = yield self.request(server, "POST", q, **self.text(b"one"))
+        code, single = yield self.request(server, "POST", q, data=b"one", headers={
+            **self.headers, "Content-Type": "text/plain", "X-Partition": "1"})
         self.assertEqual(code, 201)
         code, batch = yield self.request(server, "POST", q, json={"messages": [
             {"body": "two"}, {"body": "three", "partition": 1}, {"body": "other", "partition": 2}]})
@@ -117,8 +118,8 @@ class CassandraProcessTests(unittest.TestCase):
         code, document = yield self.request(server, "GET", "/v1/e2e/no-such-queue")
         self.assertEqual((code, list(document["error_msg"])), (404, ["NotFound"]))
 
-        # Long-poll: a held read is woken by a post to its partition.
-        held = self.request(server, "GET", f"{q}?partitions=2&wait=30")
+        # Long-poll: a held read (a consumer's cursor past everything so far) wakes on a post.
+        held = self.request(server, "GET", f"{q}?partitions=2&after={keys[3]}&wait=30")
         yield task.deferLater(reactor, 0.3, lambda: None)
         self.assertFalse(held.called)
         started = time.monotonic()
