@@ -7,13 +7,13 @@ import io
 import time
 from pathlib import Path
 from typing import Any, Awaitable, Callable
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, unquote_to_bytes, urlsplit
 
 import orjson
 from klein import Klein
 from twisted.internet import defer
 from twisted.logger import Logger
-from twisted.web import server
+from twisted.web import resource, server
 from twisted.web.iweb import IRequest
 from werkzeug.exceptions import MethodNotAllowed as RoutingMethodNotAllowed
 from werkzeug.exceptions import NotFound as RoutingNotFound
@@ -273,3 +273,22 @@ class QueueySite(server.Site):
 
     def getContentFile(self, length: int | None) -> _BoundedBody:
         return _BoundedBody(self.max_request_bytes, length)
+
+    def getResourceFor(self, request: IRequest) -> Any:
+        """Answer a URL that is not UTF-8 with a JSON 400 (Klein's own answer is plain text)."""
+        try:
+            unquote_to_bytes(request.uri).decode("utf-8")
+        except UnicodeDecodeError:
+            return _JSONErrorResource(InvalidParameters({"url": "The URL must be UTF-8 once percent-decoded."}))
+        return super().getResourceFor(request)
+
+
+class _JSONErrorResource(resource.Resource):
+    isLeaf = True
+
+    def __init__(self, error: QueueyError) -> None:
+        super().__init__()
+        self.error = error
+
+    def render(self, request: IRequest) -> bytes:
+        return render_json(request, self.error.status, {"status": "error", "error_msg": self.error.errors})

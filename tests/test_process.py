@@ -119,6 +119,8 @@ class ProcessTests(unittest.TestCase):
         self.assertEqual((code, list(document["error_msg"])), (413, ["BodyTooLarge"]))
         code, document = yield self.request("POST", "/v1/e2e/q", data=b"x" * 1001)
         self.assertEqual((code, list(document["error_msg"])), (413, ["body"]))
+        code, document = yield self.request("GET", "/v1/e2e/q%FF")
+        self.assertEqual((code, list(document["error_msg"])), (400, ["url"]))
         held = self.request("GET", "/v1/e2e/q?wait=30")
         code, _ = yield self.request("POST", "/v1/e2e/q", data=b"wake up")
         self.assertEqual(code, 201)
