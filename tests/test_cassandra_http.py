@@ -121,9 +121,10 @@ class CassandraHTTPCase(http_tests.HTTPCase):
     timeout = 60
 
     def setUp(self) -> None:
-        self.memory = CassandraQueuey(self.config)  # type: ignore[assignment]
-        self.memory.treq.server = self.memory
-        self.addCleanup(self.memory.close)
+        memory = CassandraQueuey(self.config)
+        memory.treq.server = memory
+        self.memory: Any = memory
+        self.addCleanup(memory.close)
 
 
 def _skip(reason: str) -> Callable[..., Any]:
