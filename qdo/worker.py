@@ -94,6 +94,13 @@ def reactor_job(function: Callable[..., Any]) -> Callable[..., Any]:
     return function
 
 
+@reactor_job
+def log_message(message: Message, context: Any) -> None:
+    """A job that only logs each message (the example configuration's job)."""
+    log.info("{queue}-{partition} {message_id}: {body}", queue=message.queue, partition=message.partition,
+             message_id=message.message_id, body=message.body[:200])
+
+
 def runs_on_reactor(job: Callable[..., Any]) -> bool:
     """Coroutine functions, ``inlineCallbacks`` ones and :func:`reactor_job` ones; others block."""
     if getattr(job, "qdo_reactor_job", False) or inspect.iscoroutinefunction(job):
