@@ -8,6 +8,7 @@ configuration and 1 when it cannot start.
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 from typing import Sequence
 
@@ -39,6 +40,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     predicate = LogLevelFilterPredicate(defaultLogLevel=LogLevel.levelWithName(args.log_level))
     globalLogBeginner.beginLoggingTo([FilteringLogObserver(textFileLogObserver(sys.stderr), [predicate, quiet_http_pool])],
                                      redirectStandardIO=False)
+
+    # kazoo logs through the standard library: its warnings and errors go to stderr too.
+    logging.basicConfig(level=logging.WARNING, stream=sys.stderr,
+                        format="%(asctime)s [%(name)s#%(levelname)s] %(message)s")
 
     from twisted.internet import reactor
 
