@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: setup run test bench clean
+.PHONY: setup run test test-cluster bench bench-cassandra clean
 
 $(BIN)/twistd: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -21,8 +21,15 @@ run: setup
 test: setup
 	scripts/run-tests.sh
 
+# The slower Cassandra failure tests on a 3-node cluster (CI runs them too).
+test-cluster: setup
+	scripts/run-cluster-tests.sh
+
 bench: setup
 	$(BIN)/python bench/http_bench.py
+
+bench-cassandra: setup
+	$(BIN)/python bench/cassandra_bench.py
 
 clean:
 	rm -rf $(VENV) var _trial_temp*

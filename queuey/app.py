@@ -172,8 +172,7 @@ class QueueyApp:
             await self.core.store.check()
         except Exception as e:
             self.metrics.storage_errors.inc()
-            return render_json(request, 503, {"status": "error", "checks": {
-                "storage": f"{self.core.store.name}: {e}"}})
+            return render_json(request, 503, {"status": "error", "checks": {"storage": str(e)}})
         return render_json(request, 200, {"status": "ok", "checks": {"storage": "ok"}})
 
     @app.route("/__version__", methods=["GET"])
