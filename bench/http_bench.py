@@ -258,7 +258,7 @@ def report_logged_errors(server: Server) -> str | None:
     print(f"\nWARNING: {server.name} logged {len(events)} error(s) (clients did not see these):")
     for kind, count in sorted(kinds.items(), key=lambda item: -item[1]):
         print(f"  {count:6d} x {kind}")
-    print(f"  first one in full:\n" + "\n".join("    " + line for line in events[0].splitlines()))
+    print("  first one in full:\n" + "\n".join("    " + line for line in events[0].splitlines()))
     return f"{server.name} logged {len(events)} error(s)"
 
 

@@ -15,7 +15,6 @@ Without them these tests skip (also under CI: ``make test`` does not run them).
 from __future__ import annotations
 
 import os
-import sys
 import time
 import uuid
 from typing import Any
@@ -25,7 +24,7 @@ from twisted.internet import defer, reactor, task, utils
 from twisted.trial import unittest
 from twisted.trial.unittest import SkipTest
 
-from tests.test_process import TWISTD, TwistdProcess, free_port
+from tests.processes import start_queuey
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 KEY = "cluster-key"
@@ -72,21 +71,8 @@ class QueueyOnCassandra(unittest.TestCase):
 
     @defer.inlineCallbacks
     def start_queuey(self) -> Any:
-        port = free_port()
-        process = TwistdProcess()
-        transport = reactor.spawnProcess(
-            process, sys.executable, TWISTD + ["-n", "--pidfile=", "queuey", "--config", self.config,
-                                               "--port", f"tcp:{port}:interface=127.0.0.1"],
-            env=dict(os.environ), path=self.dir)
-        process.transport = transport
-
-        def stop() -> Any:
-            if not process.ended.called:
-                transport.signalProcess("KILL")
-            return process.ended
-        self.addCleanup(stop)
-        yield process.listening
-        self.base = f"http://127.0.0.1:{port}"
+        process = yield start_queuey(self, self.config)
+        self.base = process.base
         return process
 
     @defer.inlineCallbacks

@@ -165,7 +165,7 @@ class CassandraRoutingAndOperationsTests(http_tests.RoutingAndOperationsTests, C
         yield self.memory.store.close()
         code, body, _ = yield self.call("GET", "/__heartbeat__", app=None)
         self.assertEqual(code, 503)
-        self.assertIn("cassandra", body["checks"]["storage"])
+        self.assertIn("cassandra", body["checks"]["storage"].lower())
         result = yield self.call("GET", "/v1/queuey/q")
         self.assertError(result, 503, "StorageUnavailable")
         self.assertEqual(result[2].headers.getRawHeaders("retry-after"), ["5"])

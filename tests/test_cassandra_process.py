@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import sys
 import time
 import uuid
 from typing import Any
@@ -13,7 +12,7 @@ from twisted.internet import defer, reactor, task
 from twisted.trial import unittest
 
 from tests.services import CASSANDRA, require
-from tests.test_process import TWISTD, TwistdProcess, free_port
+from tests.processes import start_queuey
 
 KEY = "e2e-key"
 CONFIG = """
@@ -46,25 +45,9 @@ class CassandraProcessTests(unittest.TestCase):
         self.headers = {"Authorization": f"Application {KEY}"}
         self.queue = "q" + uuid.uuid4().hex[:12]
 
-    @defer.inlineCallbacks
-    def start(self, port: int | None = None) -> Any:
+    def start(self, port: int | None = None) -> defer.Deferred[Any]:
         """A twistd queuey on its own port; killed at the end of the test if still running."""
-        port = port or free_port()
-        process = TwistdProcess()
-        transport = reactor.spawnProcess(
-            process, sys.executable, TWISTD + ["-n", "--pidfile=", "queuey", "--config", self.config,
-                                               "--port", f"tcp:{port}:interface=127.0.0.1"],
-            env=dict(os.environ), path=self.dir)
-        process.transport = transport
-
-        def stop() -> Any:
-            if not process.ended.called:
-                transport.signalProcess("KILL")
-            return process.ended
-        self.addCleanup(stop)
-        yield process.listening
-        process.base = f"http://127.0.0.1:{port}"
-        return process
+        return start_queuey(self, self.config, port)
 
     @defer.inlineCallbacks
     def request(self, server: Any, method: str, path: str, headers: dict[str, str] | None = None,

@@ -487,7 +487,7 @@ class RoutingAndOperationsTests(HTTPCase):
         yield self.memory.store.close()
         code, body, _ = yield self.call("GET", "/__heartbeat__", app=None)
         self.assertEqual(code, 503)
-        self.assertIn("SQLite", body["checks"]["storage"])
+        self.assertIn("sqlite", body["checks"]["storage"].lower())
         result = yield self.call("GET", "/v1/queuey/q")
         self.assertError(result, 503, "StorageUnavailable")
         self.assertEqual(result[2].headers.getRawHeaders("retry-after"), ["5"])

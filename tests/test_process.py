@@ -4,15 +4,14 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
-import sys
 from typing import Any
 
 import treq
-from twisted.internet import defer, protocol, reactor
+from twisted.internet import defer
 from twisted.trial import unittest
 
-TWISTD = [sys.executable, "-c", "from twisted.scripts.twistd import run; run()"]
+from tests.processes import TwistdProcess, free_port, spawn_queuey, start_queuey
+
 KEY = "e2e-key"
 CONFIG = f"""
 [application_keys]
@@ -26,31 +25,6 @@ path = {{path}}
 max_message_bytes = 1000
 max_request_bytes = 4000
 """
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class TwistdProcess(protocol.ProcessProtocol):
-    """Collects a twistd's output; fires ``listening`` on its 'starting on' line and ``ended`` at exit."""
-
-    def __init__(self) -> None:
-        self.output = b""
-        self.listening: defer.Deferred[None] = defer.Deferred()
-        self.ended: defer.Deferred[Any] = defer.Deferred()
-
-    def childDataReceived(self, fd: int, data: bytes) -> None:
-        self.output += data
-        if not self.listening.called and b"starting on" in self.output:
-            self.listening.callback(None)
-
-    def processEnded(self, reason: Any) -> None:
-        if not self.listening.called:
-            self.listening.errback(RuntimeError("twistd exited before listening:\n" + self.output.decode()))
-        self.ended.callback(reason.value)
 
 
 class ProcessTests(unittest.TestCase):
@@ -67,23 +41,10 @@ class ProcessTests(unittest.TestCase):
         self.headers = {"Authorization": f"Application {KEY}"}
 
     def spawn(self, *args: str) -> TwistdProcess:
-        process = TwistdProcess()
-        transport = reactor.spawnProcess(process, sys.executable, TWISTD + ["-n", "--pidfile=", "queuey", *args],
-                                         env=dict(os.environ), path=self.dir)
+        return spawn_queuey(self, self.dir, *args)
 
-        def stop() -> defer.Deferred[Any]:
-            if not process.ended.called and transport.pid is not None:
-                transport.signalProcess("KILL")
-            return process.ended
-        self.addCleanup(stop)
-        process.transport = transport
-        return process
-
-    @defer.inlineCallbacks
-    def start(self) -> Any:
-        process = self.spawn("--config", self.config, "--port", f"tcp:{self.port}:interface=127.0.0.1")
-        yield process.listening
-        return process
+    def start(self) -> defer.Deferred[TwistdProcess]:
+        return start_queuey(self, self.config, self.port)
 
     @defer.inlineCallbacks
     def request(self, method: str, path: str, headers: dict[str, str] | None = None, **kwargs: Any) -> Any:

@@ -8,10 +8,9 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import sys
 import time
-from typing import Any, Awaitable, Callable
+from typing import Any, Callable
 
 import orjson
 from kazoo.exceptions import NoNodeError
@@ -20,16 +19,11 @@ from twisted.internet.error import ProcessDone, ProcessTerminated
 
 from qdo.zk import ZooKeeper
 from queuey.client import QueueyClient
+from tests.processes import free_port
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BIN = os.path.dirname(sys.executable)
 APP, KEY = "a", "key"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 async def wait_for(condition: Callable[[], Any], timeout: float, what: str, interval: float = 0.1) -> Any:

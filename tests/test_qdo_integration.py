@@ -19,7 +19,7 @@ from twisted.trial.unittest import TestCase
 from qdo.assign import Partition, minimal_moves
 from qdo.worker import id_key
 from tests.services import ZOOKEEPER, require
-from tests.test_qdo_harness import (APP, Group, OffsetSampler, Queuey, TCPProxy, Worker, post_spread, wait_for)
+from tests.test_qdo_harness import (Group, OffsetSampler, Queuey, TCPProxy, Worker, post_spread, wait_for)
 from tests.test_qdo_journal import done_ids, order_violations, overlaps, read_journals
 
 
