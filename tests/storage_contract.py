@@ -13,7 +13,7 @@ from twisted.internet import defer
 from zope.interface.verify import verifyObject
 
 from queuey import timeuuid
-from queuey.errors import QueueExists
+from queuey.errors import NotFound, QueueExists
 from queuey.interfaces import IMessageStore, MessageRange, MessageRef, NewMessage, QueueSettings
 
 APP = "contract"
@@ -125,6 +125,17 @@ class StoreContract:
         fresh = yield self.created("q1")
         messages = yield self.store.read_messages(fresh, 1, MessageRange())
         self.assertEqual(messages, [])
+
+    @defer.inlineCallbacks
+    def test_put_to_deleted_queue_is_not_acknowledged(self) -> Any:
+        queue = yield self.created("gone")
+        yield self.store.delete_queue(APP, "gone")
+        try:
+            yield self.store.put_messages(queue, [self.message()])
+        except NotFound:
+            pass  # told: nothing was stored
+        fresh = yield self.created("gone")
+        self.assertEqual((yield self.store.read_messages(fresh, 1, MessageRange())), [])
 
     @defer.inlineCallbacks
     def test_put_and_read_in_order(self) -> Any:

@@ -29,7 +29,7 @@ from zope.interface import implementer
 
 from queuey import timeuuid
 from queuey.config import Config, ConfigError
-from queuey.errors import QueueExists, StorageUnavailable
+from queuey.errors import NotFound, QueueExists, StorageUnavailable
 from queuey.interfaces import (IMessageStore, Message, MessageRange, MessageRef,
                                NewMessage, QueueSettings)
 
@@ -412,8 +412,8 @@ class SQLiteStore:
         def upsert(conn: sqlite3.Connection) -> None:
             row = conn.execute("SELECT qid FROM queues WHERE application = ? AND queue_name = ?",
                                (queue.application, queue.queue_name)).fetchone()
-            if row is None:
-                return None  # deleted meanwhile: the messages go with it
+            if row is None:  # deleted since the request looked it up
+                raise NotFound(f"No queue {queue.queue_name!r} in application {queue.application!r}.")
             qid = row[0]
             conn.executemany(
                 "INSERT INTO messages (qid, partition, key, expires_ms, content_type, body) "
