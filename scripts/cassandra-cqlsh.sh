@@ -7,6 +7,7 @@
 # (QUEUEY_CQLSH_SPEC, default cqlsh==6.2.2, the cqlsh of Cassandra 5.0) into a
 # venv at $QUEUEY_CASSANDRA_HOME/cqlsh-venv, using python3 (3.9+).
 set -euo pipefail
+# shellcheck source=cassandra-common.sh
 source "$(dirname "${BASH_SOURCE[0]}")/cassandra-common.sh"
 
 parse_data_opt "$@"

@@ -14,6 +14,7 @@
 #            Central serves no tarball after 4.0-alpha2, so for 5.0.x this ends up as jars.
 # QUEUEY_MVN_ARGS: extra Maven arguments (e.g. "-o" or "-Dmaven.repo.local=DIR").
 set -euo pipefail
+# shellcheck source=cassandra-common.sh
 source "$(dirname "${BASH_SOURCE[0]}")/cassandra-common.sh"
 
 SOURCE="${QUEUEY_CASSANDRA_SOURCE:-auto}"

@@ -9,6 +9,7 @@
 #   start   start it again with the same config, wait until its CQL answers
 #   status  running or not, and whether CQL answers
 set -euo pipefail
+# shellcheck source=cassandra-common.sh
 source "$(dirname "${BASH_SOURCE[0]}")/cassandra-common.sh"
 
 usage() { sed -n '2,11s/^# \{0,1\}//p' "${BASH_SOURCE[0]}"; }

@@ -15,6 +15,7 @@
 #      JVM_EXTRA_OPTS (extra JVM flags), JAVA_HOME,
 #      QUEUEY_CASSANDRA_KEEP_ON_FAILURE=1 (leave nodes running when start fails).
 set -euo pipefail
+# shellcheck source=cassandra-common.sh
 source "$(dirname "${BASH_SOURCE[0]}")/cassandra-common.sh"
 
 usage() { sed -n '2,17s/^# \{0,1\}//p' "${BASH_SOURCE[0]}"; }

@@ -5,6 +5,7 @@
 #
 #   scripts/cassandra-stop.sh [--data DIR] [--clean]
 set -euo pipefail
+# shellcheck source=cassandra-common.sh
 source "$(dirname "${BASH_SOURCE[0]}")/cassandra-common.sh"
 
 parse_data_opt "$@"

@@ -1,4 +1,6 @@
-# shellcheck shell=bash disable=SC2034
+# shellcheck shell=bash disable=SC2034,SC2016
+# (SC2034: variables are used by the scripts that source this; SC2016: the
+#  single-quoted bash -c programs get their values as arguments.)
 # Shared helpers of scripts/zookeeper-*.sh. Sourced, not run.
 #
 # A ZooKeeper for tests, CI and users: a plain java process per node (no system
@@ -50,7 +52,9 @@ parse_common_opts() {
     done
     [[ "$DATA_DIR" == /* ]] || DATA_DIR="$PWD/$DATA_DIR"
     DATA_DIR="${DATA_DIR%/}"
-    [[ "$BASE_PORT" =~ ^[0-9]+$ ]] && ((BASE_PORT > 0 && BASE_PORT < 65534)) || die "bad port '$BASE_PORT'"
+    if ! [[ "$BASE_PORT" =~ ^[0-9]+$ ]] || ! ((BASE_PORT > 0 && BASE_PORT < 65534)); then
+        die "bad port '$BASE_PORT'"
+    fi
 }
 
 node_dir()         { echo "$DATA_DIR/node$1"; }

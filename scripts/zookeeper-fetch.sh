@@ -5,6 +5,7 @@
 # Only needed where Debian's `zookeeper` package cannot be installed; the start
 # script prefers /usr/share/java/zookeeper.jar. A second run does nothing.
 set -euo pipefail
+# shellcheck source=zookeeper-common.sh
 source "$(dirname "${BASH_SOURCE[0]}")/zookeeper-common.sh"
 
 DEST="$QUEUEY_ZOOKEEPER_HOME/apache-zookeeper-$ZOOKEEPER_VERSION"

@@ -13,6 +13,7 @@
 #      QUEUEY_ZOOKEEPER_TICK_MS (500), QUEUEY_ZOOKEEPER_FORCE_SYNC (yes),
 #      QUEUEY_ZOOKEEPER_START_TIMEOUT (60 s), JAVA_HOME.
 set -euo pipefail
+# shellcheck source=zookeeper-common.sh
 source "$(dirname "${BASH_SOURCE[0]}")/zookeeper-common.sh"
 
 usage() { sed -n '2,15s/^# \{0,1\}//p' "${BASH_SOURCE[0]}"; }

@@ -5,6 +5,7 @@
 #
 #   scripts/zookeeper-stop.sh [--data DIR] [--node N] [--kill] [--clean]
 set -euo pipefail
+# shellcheck source=zookeeper-common.sh
 source "$(dirname "${BASH_SOURCE[0]}")/zookeeper-common.sh"
 
 parse_common_opts "$@"
