@@ -10,12 +10,14 @@
 #   DATA/nodeN/cassandra.pid      pid of the node's JVM while it runs
 # Node N listens on 127.0.0.N (storage 7000, CQL 9042), JMX on 127.0.0.1:(7099 + 100*N).
 
+SERVICE=cassandra
+# shellcheck source=service-lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/service-lib.sh"
+
 # Pinned default: the newest 5.0.x on Maven Central when this was written.
 CASSANDRA_VERSION="${CASSANDRA_VERSION:-5.0.9}"
 QUEUEY_CASSANDRA_HOME="${QUEUEY_CASSANDRA_HOME:-$HOME/.cache/queuey/cassandra}"
 CASSANDRA_DIST="${CASSANDRA_DIST:-$QUEUEY_CASSANDRA_HOME/apache-cassandra-$CASSANDRA_VERSION}"
-REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-SCRIPTS_DIR="$REPO_ROOT/scripts"
 DATA_DIR="${QUEUEY_CASSANDRA_DATA:-$REPO_ROOT/var/cassandra}"
 CLUSTER_NAME="${QUEUEY_CASSANDRA_CLUSTER_NAME:-Queuey Test Cluster}"
 MAX_HEAP_SIZE="${MAX_HEAP_SIZE:-1G}"
@@ -25,9 +27,6 @@ START_TIMEOUT="${QUEUEY_CASSANDRA_START_TIMEOUT:-300}"
 STOP_TIMEOUT="${QUEUEY_CASSANDRA_STOP_TIMEOUT:-60}"
 CQL_PORT=9042
 STORAGE_PORT=7000
-JAVA="${JAVA_HOME:+$JAVA_HOME/bin/}java"
-
-LAUNCHED=()   # nodes launched by this script run
 
 # On a failed start, stop the nodes this run launched, unless
 # QUEUEY_CASSANDRA_KEEP_ON_FAILURE=1 (to poke at them). Data and logs stay.
@@ -42,24 +41,6 @@ cleanup_failed_start() {
         fi
     fi
     exit "$rc"
-}
-
-log() { printf '[cassandra] %s\n' "$*" >&2; }
-die() { printf '[cassandra] ERROR: %s\n' "$*" >&2; exit 1; }
-
-# Parse the shared "--data DIR" option; leftover args go to REST_ARGS.
-parse_data_opt() {
-    REST_ARGS=()
-    while (($#)); do
-        case "$1" in
-            --data) [[ $# -ge 2 ]] || die "--data needs a directory"; DATA_DIR="$2"; shift 2 ;;
-            --data=*) DATA_DIR="${1#--data=}"; shift ;;
-            *) REST_ARGS+=("$1"); shift ;;
-        esac
-    done
-    # Absolute path, so generated configs stay valid whatever the cwd.
-    [[ "$DATA_DIR" == /* ]] || DATA_DIR="$PWD/$DATA_DIR"
-    DATA_DIR="${DATA_DIR%/}"
 }
 
 node_ip()       { echo "127.0.0.$1"; }

@@ -10,7 +10,7 @@ set -euo pipefail
 # shellcheck source=cassandra-common.sh
 source "$(dirname "${BASH_SOURCE[0]}")/cassandra-common.sh"
 
-parse_data_opt "$@"
+parse_common_opts "$@"
 set -- ${REST_ARGS[@]+"${REST_ARGS[@]}"}
 node=1
 if [[ "${1:-}" == --node ]]; then

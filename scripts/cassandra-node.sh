@@ -12,8 +12,7 @@ set -euo pipefail
 # shellcheck source=cassandra-common.sh
 source "$(dirname "${BASH_SOURCE[0]}")/cassandra-common.sh"
 
-usage() { sed -n '2,11s/^# \{0,1\}//p' "${BASH_SOURCE[0]}"; }
-parse_data_opt "$@"
+parse_common_opts "$@"
 set -- ${REST_ARGS[@]+"${REST_ARGS[@]}"}
 [[ "${1:-}" == -h || "${1:-}" == --help ]] && { usage; exit 0; }
 [[ $# -eq 2 ]] || { usage >&2; die "expected: stop|kill|start|status N"; }
@@ -28,8 +27,7 @@ case "$action" in
     stop) stop_nodes "$n" ;;
     kill) kill_node "$n" ;;
     start)
-        exec 9>"$DATA_DIR/.lock"
-        flock -n 9 || die "another cassandra script is working on $DATA_DIR"
+        lock_data_dir
         require_dist
         require_java
         trap cleanup_failed_start EXIT

@@ -18,33 +18,15 @@ set -euo pipefail
 # shellcheck source=cassandra-common.sh
 source "$(dirname "${BASH_SOURCE[0]}")/cassandra-common.sh"
 
-usage() { sed -n '2,17s/^# \{0,1\}//p' "${BASH_SOURCE[0]}"; }
-
-parse_data_opt "$@"
-set -- ${REST_ARGS[@]+"${REST_ARGS[@]}"}
+parse_common_opts "$@"
 NODES="${QUEUEY_CASSANDRA_NODES:-1}"
-CLEAN=0
-while (($#)); do
-    case "$1" in
-        --nodes) [[ $# -ge 2 ]] || die "--nodes needs a number"; NODES="$2"; shift 2 ;;
-        --nodes=*) NODES="${1#--nodes=}"; shift ;;
-        --clean) CLEAN=1; shift ;;
-        -h|--help) usage; exit 0 ;;
-        *) usage >&2; die "unknown argument: $1" ;;
-    esac
-done
+parse_start_opts ${REST_ARGS[@]+"${REST_ARGS[@]}"}
 [[ "$NODES" =~ ^[123]$ ]] || die "--nodes must be 1, 2 or 3 (got '$NODES')"
 
-# One start/node script at a time per data dir.
-mkdir -p "$DATA_DIR"
-exec 9>"$DATA_DIR/.lock"
-flock -n 9 || die "another cassandra script is working on $DATA_DIR"
-
+lock_data_dir
 if ((CLEAN)); then
     wipe_data_dir
-    mkdir -p "$DATA_DIR"
-    exec 9>"$DATA_DIR/.lock"
-    flock -n 9 || die "another cassandra script is working on $DATA_DIR"
+    lock_data_dir
 fi
 
 # A data dir belongs to one cluster shape and version.

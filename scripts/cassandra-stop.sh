@@ -8,12 +8,12 @@ set -euo pipefail
 # shellcheck source=cassandra-common.sh
 source "$(dirname "${BASH_SOURCE[0]}")/cassandra-common.sh"
 
-parse_data_opt "$@"
+parse_common_opts "$@"
 CLEAN=0
 for a in ${REST_ARGS[@]+"${REST_ARGS[@]}"}; do
     case "$a" in
         --clean) CLEAN=1 ;;
-        -h|--help) sed -n '2,6s/^# \{0,1\}//p' "${BASH_SOURCE[0]}"; exit 0 ;;
+        -h|--help) usage; exit 0 ;;
         *) die "unknown argument: $a" ;;
     esac
 done

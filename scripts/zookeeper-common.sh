@@ -20,8 +20,10 @@
 # else the jars that scripts/zookeeper-fetch.sh put under
 # $QUEUEY_ZOOKEEPER_HOME (default ~/.cache/queuey/zookeeper) from Maven Central.
 
-REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-SCRIPTS_DIR="$REPO_ROOT/scripts"
+SERVICE=zookeeper
+# shellcheck source=service-lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/service-lib.sh"
+
 DATA_DIR="${QUEUEY_ZOOKEEPER_DATA:-$REPO_ROOT/var/zookeeper}"
 BASE_PORT="${QUEUEY_ZOOKEEPER_PORT:-2181}"
 ZOOKEEPER_VERSION="${ZOOKEEPER_VERSION:-3.8.4}"
@@ -31,27 +33,10 @@ ZK_HEAP="${QUEUEY_ZOOKEEPER_HEAP:-256m}"
 TICK_TIME="${QUEUEY_ZOOKEEPER_TICK_MS:-500}"
 START_TIMEOUT="${QUEUEY_ZOOKEEPER_START_TIMEOUT:-60}"
 STOP_TIMEOUT="${QUEUEY_ZOOKEEPER_STOP_TIMEOUT:-20}"
-JAVA="${JAVA_HOME:+$JAVA_HOME/bin/}java"
 
-LAUNCHED=()
-
-log() { printf '[zookeeper] %s\n' "$*" >&2; }
-die() { printf '[zookeeper] ERROR: %s\n' "$*" >&2; exit 1; }
-
-# "--data DIR" and "--port N"; the rest goes to REST_ARGS.
-parse_common_opts() {
-    REST_ARGS=()
-    while (($#)); do
-        case "$1" in
-            --data) [[ $# -ge 2 ]] || die "--data needs a directory"; DATA_DIR="$2"; shift 2 ;;
-            --data=*) DATA_DIR="${1#--data=}"; shift ;;
-            --port) [[ $# -ge 2 ]] || die "--port needs a number"; BASE_PORT="$2"; shift 2 ;;
-            --port=*) BASE_PORT="${1#--port=}"; shift ;;
-            *) REST_ARGS+=("$1"); shift ;;
-        esac
-    done
-    [[ "$DATA_DIR" == /* ]] || DATA_DIR="$PWD/$DATA_DIR"
-    DATA_DIR="${DATA_DIR%/}"
+# Besides --data: --port N (BASE_PORT), checked by parse_common_opts.
+VALUE_OPTS[port]="BASE_PORT a number"
+check_common_opts() {
     if ! [[ "$BASE_PORT" =~ ^[0-9]+$ ]] || ! ((BASE_PORT > 0 && BASE_PORT < 65534)); then
         die "bad port '$BASE_PORT'"
     fi

@@ -16,27 +16,12 @@ set -euo pipefail
 # shellcheck source=zookeeper-common.sh
 source "$(dirname "${BASH_SOURCE[0]}")/zookeeper-common.sh"
 
-usage() { sed -n '2,15s/^# \{0,1\}//p' "${BASH_SOURCE[0]}"; }
-
 parse_common_opts "$@"
-set -- ${REST_ARGS[@]+"${REST_ARGS[@]}"}
 NODES="${QUEUEY_ZOOKEEPER_NODES:-1}"
-CLEAN=0
-while (($#)); do
-    case "$1" in
-        --nodes) [[ $# -ge 2 ]] || die "--nodes needs a number"; NODES="$2"; shift 2 ;;
-        --nodes=*) NODES="${1#--nodes=}"; shift ;;
-        --clean) CLEAN=1; shift ;;
-        -h|--help) usage; exit 0 ;;
-        *) usage >&2; die "unknown argument: $1" ;;
-    esac
-done
+parse_start_opts ${REST_ARGS[@]+"${REST_ARGS[@]}"}
 [[ "$NODES" == 1 || "$NODES" == 3 ]] || die "--nodes must be 1 or 3 (got '$NODES')"
 
-mkdir -p "$DATA_DIR"
-exec 9>"$DATA_DIR/.lock"
-flock -n 9 || die "another zookeeper script is working on $DATA_DIR"
-
+lock_data_dir
 if [[ -f "$DATA_DIR/ensemble.env" ]]; then
     want_port="$BASE_PORT"
     load_ensemble_env

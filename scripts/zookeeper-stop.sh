@@ -16,7 +16,7 @@ while (($#)); do
         --clean) CLEAN=1; shift ;;
         --kill) SIG=KILL; shift ;;
         --node) [[ $# -ge 2 ]] || die "--node needs a number"; ONLY="$2"; shift 2 ;;
-        -h|--help) sed -n '2,6s/^# \{0,1\}//p' "${BASH_SOURCE[0]}"; exit 0 ;;
+        -h|--help) usage; exit 0 ;;
         *) die "unknown argument: $1" ;;
     esac
 done
