@@ -10,7 +10,7 @@
 #   DATA/nodeN/cassandra.pid      pid of the node's JVM while it runs
 # Node N listens on 127.0.0.N (storage 7000, CQL 9042), JMX on 127.0.0.1:(7099 + 100*N).
 
-SERVICE=cassandra
+SERVICE=cassandra SERVICE_TITLE=Cassandra SERVICE_PROCESS=CassandraDaemon
 # shellcheck source=service-lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/service-lib.sh"
 
@@ -25,6 +25,7 @@ HEAP_NEWSIZE="${HEAP_NEWSIZE-256M}"   # set to "" for no -Xmn
 NUM_TOKENS="${QUEUEY_CASSANDRA_NUM_TOKENS:-16}"
 START_TIMEOUT="${QUEUEY_CASSANDRA_START_TIMEOUT:-300}"
 STOP_TIMEOUT="${QUEUEY_CASSANDRA_STOP_TIMEOUT:-60}"
+STOP_POLL=0.5 KILL_GRACE=1
 CQL_PORT=9042
 STORAGE_PORT=7000
 
@@ -37,7 +38,7 @@ cleanup_failed_start() {
             log "start failed; node(s) ${LAUNCHED[*]} left running (QUEUEY_CASSANDRA_KEEP_ON_FAILURE=1); stop: scripts/cassandra-stop.sh --data $DATA_DIR"
         else
             log "start failed; stopping node(s) ${LAUNCHED[*]} started by this run (logs kept in $DATA_DIR)"
-            STOP_TIMEOUT=20 stop_nodes "${LAUNCHED[@]}" || true
+            STOP_TIMEOUT=20 stop_nodes TERM "${LAUNCHED[@]}" || true
         fi
     fi
     exit "$rc"
@@ -45,21 +46,7 @@ cleanup_failed_start() {
 
 node_ip()       { echo "127.0.0.$1"; }
 node_jmx_port() { echo $((7099 + 100 * $1)); }   # 7199, 7299, 7399
-node_dir()      { echo "$DATA_DIR/node$1"; }
-node_pidfile()  { echo "$DATA_DIR/node$1/cassandra.pid"; }
 node_log()      { echo "$DATA_DIR/node$1/logs/system.log"; }
-
-# Pid of node N if its JVM is alive (and really is a Cassandra), else nothing.
-node_pid() {
-    local pf pid
-    pf="$(node_pidfile "$1")"
-    [[ -s "$pf" ]] || return 1
-    pid="$(<"$pf")"
-    [[ "$pid" =~ ^[0-9]+$ ]] || return 1
-    [[ -r "/proc/$pid/cmdline" ]] || return 1
-    tr '\0' ' ' <"/proc/$pid/cmdline" | grep -q 'CassandraDaemon' || return 1
-    echo "$pid"
-}
 
 # Load DATA/cluster.env (NODES, VERSION, CLUSTER) written by the start script.
 load_cluster_env() {
@@ -98,10 +85,6 @@ cql_ping() {
         head -c 9 <&3 | od -An -tx1' "$ip" "$port" 2>/dev/null)" || return 1
     reply="${reply//[[:space:]]/}"
     [[ "${reply:0:2}" == 84 && "${reply:8:2}" == 06 ]]
-}
-
-port_in_use() {  # ip port
-    timeout 2 bash -c 'exec 3<>"/dev/tcp/$0/$1"' "$1" "$2" 2>/dev/null
 }
 
 # nodetool against node N's JMX, e.g. `nodetool 1 status`.
@@ -273,7 +256,7 @@ EOF
 
 # Start node N in the background (no wait). Refuses if its ports are taken.
 launch_node() {
-    local n="$1" dir ip pid
+    local n="$1" dir ip
     dir="$(node_dir "$n")"; ip="$(node_ip "$n")"
     if port_in_use "$ip" "$CQL_PORT"; then
         die "$ip:$CQL_PORT is already in use by another process (another Cassandra?); stop it first"
@@ -282,14 +265,9 @@ launch_node() {
         die "JMX port 127.0.0.1:$(node_jmx_port "$n") is already in use; stop that process first"
     fi
     write_node_conf "$n"
-    : >"$dir/logs/stdout.log"
-    # setsid: own session, so a Ctrl-C in the calling shell does not hit it.
-    MALLOC_ARENA_MAX=4 setsid "$JAVA" "@$dir/conf/jvm.args" org.apache.cassandra.service.CassandraDaemon \
-        >>"$dir/logs/stdout.log" 2>&1 </dev/null 9>&- &
-    pid=$!
-    echo "$pid" >"$(node_pidfile "$n")"
-    LAUNCHED+=("$n")
-    log "node $n: started pid $pid on $ip (CQL $ip:$CQL_PORT, JMX 127.0.0.1:$(node_jmx_port "$n"))"
+    spawn_node "$n" "$dir/logs/stdout.log" \
+        env MALLOC_ARENA_MAX=4 "$JAVA" "@$dir/conf/jvm.args" org.apache.cassandra.service.CassandraDaemon
+    log "node $n: started pid $SPAWNED_PID on $ip (CQL $ip:$CQL_PORT, JMX 127.0.0.1:$(node_jmx_port "$n"))"
 }
 
 # Print the end of node N's logs.
@@ -346,44 +324,13 @@ wait_for_ring() {
     done
 }
 
-# SIGTERM the given nodes together, wait up to STOP_TIMEOUT for all, then
-# SIGKILL what is left. Removes their pid files.
-stop_nodes() {
-    local n pid deadline alive
-    local -A pids=()
-    for n in "$@"; do
-        if pid="$(node_pid "$n")"; then
-            log "node $n: stopping pid $pid (SIGTERM) ..."
-            kill -TERM "$pid" 2>/dev/null || true
-            pids[$n]="$pid"
-        else
-            rm -f "$(node_pidfile "$n")"
-            log "node $n: not running"
-        fi
-    done
-    deadline=$((SECONDS + STOP_TIMEOUT))
-    while :; do
-        alive=0
-        for n in "${!pids[@]}"; do
-            if kill -0 "${pids[$n]}" 2>/dev/null; then alive=1; fi
-        done
-        ((alive)) || break
-        if ((SECONDS >= deadline)); then
-            for n in "${!pids[@]}"; do
-                if kill -0 "${pids[$n]}" 2>/dev/null; then
-                    log "node $n: still alive after ${STOP_TIMEOUT}s, sending SIGKILL"
-                    kill -KILL "${pids[$n]}" 2>/dev/null || true
-                fi
-            done
-            sleep 1
-            break
-        fi
-        sleep 0.5
-    done
-    for n in "${!pids[@]}"; do
-        rm -f "$(node_pidfile "$n")"
-        log "node $n: stopped"
-    done
+# What stop_nodes says of each node.
+stop_log() {  # signalled|not-running|stopped n [pid signal]
+    case "$1" in
+        signalled) log "node $2: stopping pid $3 (SIG$4) ..." ;;
+        not-running) log "node $2: not running" ;;
+        stopped) log "node $2: stopped" ;;
+    esac
 }
 
 kill_node() {

@@ -24,7 +24,7 @@ if ! [[ "$n" =~ ^[0-9]+$ ]] || ((n < 1 || n > CLUSTER_NODES)); then
 fi
 
 case "$action" in
-    stop) stop_nodes "$n" ;;
+    stop) stop_nodes TERM "$n" ;;
     kill) kill_node "$n" ;;
     start)
         lock_data_dir

@@ -18,17 +18,6 @@ for a in ${REST_ARGS[@]+"${REST_ARGS[@]}"}; do
     esac
 done
 
-# Every nodeN dir with a pid file, whatever cluster.env says.
-nodes=()
-for pf in "$DATA_DIR"/node*/cassandra.pid; do
-    [[ -e "$pf" ]] || continue
-    n="${pf%/cassandra.pid}"; n="${n##*/node}"
-    if [[ "$n" =~ ^[0-9]+$ ]]; then nodes+=("$n"); fi
-done
-if ((${#nodes[@]})); then
-    stop_nodes "${nodes[@]}"
-else
-    log "no Cassandra pid files under $DATA_DIR: nothing running"
-fi
+stop_data_dir_nodes TERM
 ((CLEAN)) && wipe_data_dir
 exit 0

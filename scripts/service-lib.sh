@@ -1,13 +1,17 @@
-# shellcheck shell=bash disable=SC2034
-# (SC2034: variables are used by the scripts that source this.)
+# shellcheck shell=bash disable=SC2034,SC2016
+# (SC2034: variables are used by the scripts that source this; SC2016: the
+#  single-quoted bash -c programs get their values as arguments.)
 # What the scripts of every local service (scripts/cassandra-*.sh and
 # scripts/zookeeper-*.sh) share, sourced by their *-common.sh. Not run.
 #
 # The *-common.sh sets, before sourcing this:
-#   SERVICE          cassandra or zookeeper: the log prefix "[SERVICE]",
-#                    "another SERVICE script"
-# A service with value options of its own adds them to VALUE_OPTS and may
-# define check_common_opts (see parse_common_opts).
+#   SERVICE          cassandra or zookeeper: the log prefix "[SERVICE]", the
+#                    pid files DATA/nodeN/SERVICE.pid, "another SERVICE script"
+#   SERVICE_TITLE    Cassandra or ZooKeeper, in messages
+#   SERVICE_PROCESS  what /proc/PID/cmdline of a node's JVM contains (grep pattern)
+# and, for stop_nodes: STOP_TIMEOUT, STOP_POLL and KILL_GRACE (seconds) and a
+# function stop_log (below). A service with value options of its own adds them
+# to VALUE_OPTS and may define check_common_opts (see parse_common_opts).
 
 REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 SCRIPTS_DIR="$REPO_ROOT/scripts"
@@ -72,4 +76,100 @@ lock_data_dir() {
     mkdir -p "$DATA_DIR"
     exec 9>"$DATA_DIR/.lock"
     flock -n 9 || die "another $SERVICE script is working on $DATA_DIR"
+}
+
+# -- nodes and their pid files ----------------------------------------------------
+
+node_dir()     { echo "$DATA_DIR/node$1"; }
+node_pidfile() { echo "$DATA_DIR/node$1/$SERVICE.pid"; }
+
+# Pid of node N if its JVM is alive (and really is one of this service), else fail.
+node_pid() {
+    local pf pid
+    pf="$(node_pidfile "$1")"
+    [[ -s "$pf" ]] || return 1
+    pid="$(<"$pf")"
+    [[ "$pid" =~ ^[0-9]+$ ]] || return 1
+    [[ -r "/proc/$pid/cmdline" ]] || return 1
+    tr '\0' ' ' <"/proc/$pid/cmdline" | grep -q "$SERVICE_PROCESS" || return 1
+    echo "$pid"
+}
+
+port_in_use() {  # ip port
+    timeout 2 bash -c 'exec 3<>"/dev/tcp/$0/$1"' "$1" "$2" 2>/dev/null
+}
+
+# Run node N's command in the background in a session of its own (setsid: a
+# Ctrl-C in the calling shell does not reach it), its output appended to LOG
+# (emptied first). Writes the pid to the node's pid file and to SPAWNED_PID,
+# and adds N to LAUNCHED.
+spawn_node() {  # n log command...
+    local n="$1" out="$2"
+    shift 2
+    : >"$out"
+    setsid "$@" >>"$out" 2>&1 </dev/null 9>&- &
+    SPAWNED_PID=$!
+    echo "$SPAWNED_PID" >"$(node_pidfile "$n")"
+    LAUNCHED+=("$n")
+}
+
+# Send SIGNAL to the given nodes together, wait up to STOP_TIMEOUT for all of
+# them, then SIGKILL what is left. Removes their pid files. The service words
+# what is said of each node: stop_log signalled N PID SIGNAL, stop_log
+# not-running N, stop_log stopped N PID.
+stop_nodes() {  # signal n...
+    local sig="$1" n pid deadline alive
+    shift
+    local -A pids=()
+    for n in "$@"; do
+        if pid="$(node_pid "$n")"; then
+            stop_log signalled "$n" "$pid" "$sig"
+            kill "-$sig" "$pid" 2>/dev/null || true
+            pids[$n]="$pid"
+        else
+            rm -f "$(node_pidfile "$n")"
+            stop_log not-running "$n"
+        fi
+    done
+    deadline=$((SECONDS + STOP_TIMEOUT))
+    while :; do
+        alive=0
+        for n in "${!pids[@]}"; do
+            if kill -0 "${pids[$n]}" 2>/dev/null; then alive=1; fi
+        done
+        ((alive)) || break
+        if ((SECONDS >= deadline)); then
+            for n in "${!pids[@]}"; do
+                if kill -0 "${pids[$n]}" 2>/dev/null; then
+                    log "node $n: still alive after ${STOP_TIMEOUT}s, sending SIGKILL"
+                    kill -KILL "${pids[$n]}" 2>/dev/null || true
+                fi
+            done
+            sleep "$KILL_GRACE"
+            break
+        fi
+        sleep "$STOP_POLL"
+    done
+    for n in "${!pids[@]}"; do
+        rm -f "$(node_pidfile "$n")"
+        stop_log stopped "$n" "${pids[$n]}"
+    done
+}
+
+# stop_nodes SIGNAL for every node with a pid file under DATA_DIR (whatever the
+# data dir's env file says), or only for node ONLY.
+stop_data_dir_nodes() {  # signal [only]
+    local sig="$1" only="${2:-}" pf n
+    local -a found=()
+    for pf in "$DATA_DIR"/node*/"$SERVICE.pid"; do
+        [[ -e "$pf" ]] || continue
+        n="${pf%/"$SERVICE".pid}"; n="${n##*/node}"
+        [[ "$n" =~ ^[0-9]+$ ]] || continue
+        if [[ -z "$only" || "$only" == "$n" ]]; then found+=("$n"); fi
+    done
+    if ((${#found[@]})); then
+        stop_nodes "$sig" "${found[@]}"
+    else
+        log "no $SERVICE_TITLE pid files under $DATA_DIR: nothing running"
+    fi
 }

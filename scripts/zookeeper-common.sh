@@ -20,7 +20,7 @@
 # else the jars that scripts/zookeeper-fetch.sh put under
 # $QUEUEY_ZOOKEEPER_HOME (default ~/.cache/queuey/zookeeper) from Maven Central.
 
-SERVICE=zookeeper
+SERVICE=zookeeper SERVICE_TITLE=ZooKeeper SERVICE_PROCESS=org.apache.zookeeper.server
 # shellcheck source=service-lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/service-lib.sh"
 
@@ -33,6 +33,7 @@ ZK_HEAP="${QUEUEY_ZOOKEEPER_HEAP:-256m}"
 TICK_TIME="${QUEUEY_ZOOKEEPER_TICK_MS:-500}"
 START_TIMEOUT="${QUEUEY_ZOOKEEPER_START_TIMEOUT:-60}"
 STOP_TIMEOUT="${QUEUEY_ZOOKEEPER_STOP_TIMEOUT:-20}"
+STOP_POLL=0.1 KILL_GRACE=0.5
 
 # Besides --data: --port N (BASE_PORT), checked by parse_common_opts.
 VALUE_OPTS[port]="BASE_PORT a number"
@@ -42,24 +43,10 @@ check_common_opts() {
     fi
 }
 
-node_dir()         { echo "$DATA_DIR/node$1"; }
-node_pidfile()     { echo "$DATA_DIR/node$1/zookeeper.pid"; }
 node_log()         { echo "$DATA_DIR/node$1/zookeeper.log"; }
 node_port()        { echo $((BASE_PORT + $1 - 1)); }
 node_quorum_port() { echo $((28880 + $1)); }
 node_elect_port()  { echo $((38880 + $1)); }
-
-# Pid of node N if its JVM is alive (and really is a ZooKeeper), else fail.
-node_pid() {
-    local pf pid
-    pf="$(node_pidfile "$1")"
-    [[ -s "$pf" ]] || return 1
-    pid="$(<"$pf")"
-    [[ "$pid" =~ ^[0-9]+$ ]] || return 1
-    [[ -r "/proc/$pid/cmdline" ]] || return 1
-    tr '\0' ' ' <"/proc/$pid/cmdline" | grep -q 'org.apache.zookeeper.server' || return 1
-    echo "$pid"
-}
 
 load_ensemble_env() {
     [[ -f "$DATA_DIR/ensemble.env" ]] || return 1
@@ -93,10 +80,6 @@ require_java() {
 # Send a four-letter word to 127.0.0.1:PORT and print the answer.
 four_letter() {  # port word
     timeout 3 bash -c 'exec 3<>"/dev/tcp/127.0.0.1/$0" || exit 1; printf "%s" "$1" >&3; cat <&3' "$1" "$2" 2>/dev/null
-}
-
-port_in_use() {  # port
-    timeout 2 bash -c 'exec 3<>"/dev/tcp/127.0.0.1/$0"' "$1" 2>/dev/null
 }
 
 # The node's mode once it serves: standalone, leader or follower.
@@ -135,27 +118,21 @@ write_node_conf() {  # n nodes
 }
 
 launch_node() {  # n nodes
-    local n="$1" nodes="$2" dir pid cp
+    local n="$1" nodes="$2" dir cp
     dir="$(node_dir "$n")"
-    if port_in_use "$(node_port "$n")"; then
+    if port_in_use 127.0.0.1 "$(node_port "$n")"; then
         die "127.0.0.1:$(node_port "$n") is already in use by another process (another ZooKeeper?); stop it or use --port"
     fi
     cp="$(zookeeper_classpath)" || die "no ZooKeeper jars: apt-get install -y zookeeper, or run scripts/zookeeper-fetch.sh"
     write_node_conf "$n" "$nodes"
-    : >"$(node_log "$n")"
-    # setsid: its own session, so a Ctrl-C in the calling shell does not reach it.
-    setsid "$JAVA" -Xms32m "-Xmx$ZK_HEAP" -XX:+UseSerialGC -XX:TieredStopAtLevel=1 \
+    spawn_node "$n" "$(node_log "$n")" "$JAVA" -Xms32m "-Xmx$ZK_HEAP" -XX:+UseSerialGC -XX:TieredStopAtLevel=1 \
         -Djava.net.preferIPv4Stack=true \
         -Dzookeeper.admin.enableServer=false \
         -Dorg.slf4j.simpleLogger.defaultLogLevel="${QUEUEY_ZOOKEEPER_LOG_LEVEL:-info}" \
         -Dorg.slf4j.simpleLogger.showDateTime=true \
         -Dzookeeper.log.dir="$dir" \
-        -cp "$cp" org.apache.zookeeper.server.quorum.QuorumPeerMain "$dir/zoo.cfg" \
-        >>"$(node_log "$n")" 2>&1 </dev/null 9>&- &
-    pid=$!
-    echo "$pid" >"$(node_pidfile "$n")"
-    LAUNCHED+=("$n")
-    log "node $n: started pid $pid, clients on 127.0.0.1:$(node_port "$n")"
+        -cp "$cp" org.apache.zookeeper.server.quorum.QuorumPeerMain "$dir/zoo.cfg"
+    log "node $n: started pid $SPAWNED_PID, clients on 127.0.0.1:$(node_port "$n")"
 }
 
 # Wait until node N answers `ruok` and, in an ensemble, knows its role.
@@ -179,39 +156,9 @@ wait_for_node() {  # n nodes
     done
 }
 
-stop_nodes() {  # signal n...
-    local sig="$1" n pid deadline alive
-    shift
-    local -A pids=()
-    for n in "$@"; do
-        if pid="$(node_pid "$n")"; then
-            kill "-$sig" "$pid" 2>/dev/null || true
-            pids[$n]="$pid"
-        else
-            rm -f "$(node_pidfile "$n")"
-        fi
-    done
-    deadline=$((SECONDS + STOP_TIMEOUT))
-    while :; do
-        alive=0
-        for n in "${!pids[@]}"; do
-            if kill -0 "${pids[$n]}" 2>/dev/null; then alive=1; fi
-        done
-        ((alive)) || break
-        if ((SECONDS >= deadline)); then
-            for n in "${!pids[@]}"; do
-                log "node $n: still alive after ${STOP_TIMEOUT}s, sending SIGKILL"
-                kill -KILL "${pids[$n]}" 2>/dev/null || true
-            done
-            sleep 0.5
-            break
-        fi
-        sleep 0.1
-    done
-    for n in "${!pids[@]}"; do
-        rm -f "$(node_pidfile "$n")"
-        log "node $n: stopped (pid ${pids[$n]})"
-    done
+# What stop_nodes says of each node: only that it stopped.
+stop_log() {  # signalled|not-running|stopped n [pid signal]
+    if [[ "$1" == stopped ]]; then log "node $2: stopped (pid $3)"; fi
 }
 
 # On a failed start, stop what this run launched.

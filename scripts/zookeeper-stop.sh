@@ -20,18 +20,7 @@ while (($#)); do
         *) die "unknown argument: $1" ;;
     esac
 done
-nodes=()
-for pf in "$DATA_DIR"/node*/zookeeper.pid; do
-    [[ -e "$pf" ]] || continue
-    n="${pf%/zookeeper.pid}"; n="${n##*/node}"
-    [[ "$n" =~ ^[0-9]+$ ]] || continue
-    if [[ -z "$ONLY" || "$ONLY" == "$n" ]]; then nodes+=("$n"); fi
-done
-if ((${#nodes[@]})); then
-    stop_nodes "$SIG" "${nodes[@]}"
-else
-    log "no ZooKeeper pid files under $DATA_DIR: nothing running"
-fi
+stop_data_dir_nodes "$SIG" "$ONLY"
 if ((CLEAN)); then
     [[ -z "$ONLY" ]] || die "--clean with --node: refusing to wipe the data of a partly running ensemble"
     find "$DATA_DIR" -mindepth 1 -maxdepth 1 ! -name .lock -exec rm -rf {} + 2>/dev/null || true
