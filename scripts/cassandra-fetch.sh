@@ -18,7 +18,6 @@ set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/cassandra-common.sh"
 
 SOURCE="${QUEUEY_CASSANDRA_SOURCE:-auto}"
-DEP_PLUGIN="org.apache.maven.plugins:maven-dependency-plugin:3.6.1"
 case "$SOURCE" in auto|tarball|jars) ;; *) die "QUEUEY_CASSANDRA_SOURCE must be auto, tarball or jars (got '$SOURCE')" ;; esac
 [[ "$CASSANDRA_VERSION" =~ ^[0-9]+\.[0-9]+(\.[0-9]+)?(-[A-Za-z0-9.]+)?$ ]] || die "bad CASSANDRA_VERSION '$CASSANDRA_VERSION'"
 
@@ -27,26 +26,13 @@ if [[ -f "$CASSANDRA_DIST/.queuey-complete" ]]; then
     exit 0
 fi
 command -v mvn >/dev/null || die "mvn (Apache Maven) not found; install it (apt-get install maven)"
-
-mkdir -p "$QUEUEY_CASSANDRA_HOME"
-WORK="$(mktemp -d "$QUEUEY_CASSANDRA_HOME/.fetch-$CASSANDRA_VERSION.XXXXXX")"
-trap 'rm -rf "$WORK"' EXIT
-
-# Run Maven quietly; on failure keep its output in $WORK/mvn.log.
-# -U: re-ask Central instead of trusting a cached "not found".
-run_mvn() {
-    # shellcheck disable=SC2086
-    mvn -B -q -U ${QUEUEY_MVN_ARGS:-} "$@" >"$WORK/mvn.log" 2>&1
-}
-mvn_errors() {  # Maven's own error lines, without the generic "re-run with -X" advice
-    sed -e 's/\x1b\[[0-9;]*m//g' "$WORK/mvn.log" | grep -E '^\[ERROR\] .' |
-        grep -vE 'Re-run Maven|full stack trace|^\[ERROR\] \[Help|For more information' | head -n 5 || true
-}
+fetch_work_dir "$QUEUEY_CASSANDRA_HOME/.fetch-$CASSANDRA_VERSION.XXXXXX"
+MVN_FLAGS=(-U)   # re-ask Central instead of trusting a cached "not found"
 
 fetch_tarball() {
     local art="org.apache.cassandra:apache-cassandra:$CASSANDRA_VERSION:tar.gz:bin" tgz
     log "fetching $art from Maven Central ..."
-    if ! run_mvn "$DEP_PLUGIN:copy" -Dartifact="$art" -DoutputDirectory="$WORK/dl"; then
+    if ! run_mvn "$MAVEN_DEP_PLUGIN:copy" -Dartifact="$art" -DoutputDirectory="$WORK/dl"; then
         log "Maven could not fetch $art:"
         mvn_errors >&2
         return 1
@@ -61,22 +47,8 @@ fetch_tarball() {
 fetch_jars() {
     local art="org.apache.cassandra:cassandra-all:$CASSANDRA_VERSION"
     log "fetching $art and its runtime dependencies from Maven Central ..."
-    mkdir -p "$WORK/pom"
-    cat >"$WORK/pom/pom.xml" <<EOF
-<project xmlns="http://maven.apache.org/POM/4.0.0">
-  <modelVersion>4.0.0</modelVersion>
-  <groupId>queuey.local</groupId><artifactId>cassandra-fetch</artifactId><version>1</version>
-  <packaging>pom</packaging>
-  <dependencies>
-    <dependency>
-      <groupId>org.apache.cassandra</groupId><artifactId>cassandra-all</artifactId>
-      <version>$CASSANDRA_VERSION</version>
-    </dependency>
-  </dependencies>
-</project>
-EOF
-    if ! run_mvn -f "$WORK/pom/pom.xml" "$DEP_PLUGIN:copy-dependencies" \
-            -DincludeScope=runtime -DoutputDirectory="$WORK/dist/lib"; then
+    write_fetch_pom cassandra-fetch "$art"
+    if ! fetch_pom_dependencies; then
         log "Maven could not fetch $art:"
         mvn_errors >&2
         return 1
@@ -109,7 +81,5 @@ got="$(read_version "$main_jar" | sed -n 's/^CassandraVersion=//p')"
 [[ "$got" == "$CASSANDRA_VERSION" ]] || die "downloaded jar says version '$got', expected $CASSANDRA_VERSION"
 compgen -G "$WORK/dist/lib/jamm-*.jar" >/dev/null || die "jamm agent jar missing from the download"
 
-echo "$(<"$WORK/dist/.queuey-source"), fetched $(date -u +%Y-%m-%dT%H:%M:%SZ)" >"$WORK/dist/.queuey-complete"
-rm -rf "$CASSANDRA_DIST"
-mv "$WORK/dist" "$CASSANDRA_DIST"
+install_fetched "$CASSANDRA_DIST" "$(<"$WORK/dist/.queuey-source")"
 log "Cassandra $CASSANDRA_VERSION ready in $CASSANDRA_DIST ($(find "$CASSANDRA_DIST/lib" -name '*.jar' | wc -l) jars in lib/)"

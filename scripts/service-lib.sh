@@ -173,3 +173,66 @@ stop_data_dir_nodes() {  # signal [only]
         log "no $SERVICE_TITLE pid files under $DATA_DIR: nothing running"
     fi
 }
+
+# -- jars from Maven Central (the fetch scripts) -------------------------------------
+
+MAVEN_DEP_PLUGIN="org.apache.maven.plugins:maven-dependency-plugin:3.6.1"
+MVN_FLAGS=()   # a fetch script's own Maven flags
+
+# A scratch dir WORK from a mktemp template (its parent made first), removed on exit.
+fetch_work_dir() {  # template
+    mkdir -p "$(dirname "$1")"
+    WORK="$(mktemp -d "$1")"
+    trap 'rm -rf "$WORK"' EXIT
+}
+
+# Run Maven quietly, with MVN_FLAGS and $QUEUEY_MVN_ARGS (e.g. "-o" or
+# "-Dmaven.repo.local=DIR"); its output goes to WORK/mvn.log.
+run_mvn() {
+    # shellcheck disable=SC2086
+    mvn -B -q ${MVN_FLAGS[@]+"${MVN_FLAGS[@]}"} ${QUEUEY_MVN_ARGS:-} "$@" >"$WORK/mvn.log" 2>&1
+}
+
+# Maven's own error lines from WORK/mvn.log, without the generic "re-run with -X" advice.
+mvn_errors() {
+    sed -e 's/\x1b\[[0-9;]*m//g' "$WORK/mvn.log" | grep -E '^\[ERROR\] .' |
+        grep -vE 'Re-run Maven|full stack trace|^\[ERROR\] \[Help|For more information' | head -n 5 || true
+}
+
+# Write WORK/pom/pom.xml, a pom (artifactId NAME) that depends on each
+# groupId:artifactId:version given.
+write_fetch_pom() {  # name dependency...
+    local name="$1" dep group artifact version
+    shift
+    mkdir -p "$WORK/pom"
+    {
+        echo '<project xmlns="http://maven.apache.org/POM/4.0.0">'
+        echo '  <modelVersion>4.0.0</modelVersion>'
+        echo "  <groupId>queuey.local</groupId><artifactId>$name</artifactId><version>1</version>"
+        echo '  <packaging>pom</packaging>'
+        echo '  <dependencies>'
+        for dep in "$@"; do
+            IFS=: read -r group artifact version <<<"$dep"
+            echo '    <dependency>'
+            echo "      <groupId>$group</groupId><artifactId>$artifact</artifactId>"
+            echo "      <version>$version</version>"
+            echo '    </dependency>'
+        done
+        echo '  </dependencies>'
+        echo '</project>'
+    } >"$WORK/pom/pom.xml"
+}
+
+# The runtime jars of that pom's dependencies (with their own) into WORK/dist/lib.
+fetch_pom_dependencies() {
+    run_mvn -f "$WORK/pom/pom.xml" "$MAVEN_DEP_PLUGIN:copy-dependencies" \
+        -DincludeScope=runtime -DoutputDirectory="$WORK/dist/lib"
+}
+
+# Mark WORK/dist complete ("WHAT, fetched <UTC time>") and move it to DEST, in
+# place of whatever was there.
+install_fetched() {  # dest what
+    echo "$2, fetched $(date -u +%Y-%m-%dT%H:%M:%SZ)" >"$WORK/dist/.queuey-complete"
+    rm -rf "$1"
+    mv "$WORK/dist" "$1"
+}

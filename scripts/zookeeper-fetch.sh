@@ -14,39 +14,16 @@ if [[ -f "$DEST/.queuey-complete" ]]; then
     exit 0
 fi
 command -v mvn >/dev/null || die "mvn (Apache Maven) not found; apt-get install -y maven (or apt-get install -y zookeeper)"
-mkdir -p "$QUEUEY_ZOOKEEPER_HOME"
-WORK="$(mktemp -d "$QUEUEY_ZOOKEEPER_HOME/.fetch.XXXXXX")"
-trap 'rm -rf "$WORK"' EXIT
-cat >"$WORK/pom.xml" <<POM
-<project xmlns="http://maven.apache.org/POM/4.0.0">
-  <modelVersion>4.0.0</modelVersion>
-  <groupId>queuey.local</groupId><artifactId>zookeeper-fetch</artifactId><version>1</version>
-  <packaging>pom</packaging>
-  <dependencies>
-    <dependency>
-      <groupId>org.apache.zookeeper</groupId><artifactId>zookeeper</artifactId>
-      <version>$ZOOKEEPER_VERSION</version>
-    </dependency>
-    <!-- optional in ZooKeeper's pom, yet the server needs them (its binary tarball ships them) -->
-    <dependency>
-      <groupId>io.dropwizard.metrics</groupId><artifactId>metrics-core</artifactId><version>4.1.12.1</version>
-    </dependency>
-    <dependency>
-      <groupId>org.xerial.snappy</groupId><artifactId>snappy-java</artifactId><version>1.1.10.5</version>
-    </dependency>
-  </dependencies>
-</project>
-POM
+fetch_work_dir "$QUEUEY_ZOOKEEPER_HOME/.fetch.XXXXXX"
+# metrics-core and snappy-java are optional in ZooKeeper's pom, yet the server
+# needs them (its binary tarball ships them).
+write_fetch_pom zookeeper-fetch "org.apache.zookeeper:zookeeper:$ZOOKEEPER_VERSION" \
+    io.dropwizard.metrics:metrics-core:4.1.12.1 org.xerial.snappy:snappy-java:1.1.10.5
 log "fetching org.apache.zookeeper:zookeeper:$ZOOKEEPER_VERSION and its dependencies ..."
-# shellcheck disable=SC2086
-if ! mvn -B -q ${QUEUEY_MVN_ARGS:-} -f "$WORK/pom.xml" \
-        org.apache.maven.plugins:maven-dependency-plugin:3.6.1:copy-dependencies \
-        -DincludeScope=runtime -DoutputDirectory="$WORK/dist/lib" >"$WORK/mvn.log" 2>&1; then
-    grep -E '^\[ERROR\]' "$WORK/mvn.log" | head -n 5 >&2 || true
+if ! fetch_pom_dependencies; then
+    mvn_errors >&2
     die "Maven could not fetch ZooKeeper $ZOOKEEPER_VERSION"
 fi
 compgen -G "$WORK/dist/lib/zookeeper-$ZOOKEEPER_VERSION.jar" >/dev/null || die "no zookeeper-$ZOOKEEPER_VERSION.jar in the download"
-echo "maven org.apache.zookeeper:zookeeper:$ZOOKEEPER_VERSION, fetched $(date -u +%Y-%m-%dT%H:%M:%SZ)" >"$WORK/dist/.queuey-complete"
-rm -rf "$DEST"
-mv "$WORK/dist" "$DEST"
+install_fetched "$DEST" "maven org.apache.zookeeper:zookeeper:$ZOOKEEPER_VERSION"
 log "ZooKeeper $ZOOKEEPER_VERSION jars ready in $DEST/lib"
