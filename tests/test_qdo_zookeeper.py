@@ -1,6 +1,7 @@
 """qdo's ZooKeeper rules, one at a time, in process against a real ZooKeeper.
 
-Rule 1 (membership with stable ids and ephemeralOwner) and rule 4 (fenced,
+Rule 1 (membership with stable ids and ephemeralOwner), the claim of rule 3
+(an owner node waited for while another session holds it) and rule 4 (fenced,
 monotonic offsets) are driven here directly; the multi-process scenarios in
 test_qdo_integration.py cover the rest end to end.
 """
@@ -119,6 +120,56 @@ class RulesTests(TestCase):
 
     def test_a_node_of_its_own_session_is_its_own(self) -> defer.Deferred[None]:
         return defer.ensureDeferred(self._own_node())
+
+    # -- rule 3: claiming an owner node ---------------------------------------------
+
+    async def _held_owner_node(self, me: ZooKeeperCoordinator) -> tuple[ZooKeeper, Slot, defer.Deferred[None]]:
+        """An owner node held by another worker's session, and ``me`` claiming it, waiting."""
+        previous = await self.other_session()
+        self.addCleanup(previous.stop)
+        partition = Partition("a", "jobs", 1)
+        await previous.call("create", me.owner_path(partition), orjson.dumps({"worker": "w0", "token": "t0"}),
+                            ephemeral=True, makepath=True)
+        slot = me.slots[partition] = Slot(partition, desired=True, epoch=me.epoch)
+        claimed = defer.ensureDeferred(me._claim(slot, me.epoch))
+        await wait_for(lambda: self.logged("to hand it over"), 10, "the claim to wait")
+        self.assertNoResult(claimed)
+        self.assertEqual(slot.state, "claiming")
+        self.assertIsNotNone(slot.wait, "the wait can be cancelled")
+        return previous, slot, claimed
+
+    async def _claim_waits(self) -> None:
+        me = await self.coordinator("w1")
+        started: list[Any] = []
+
+        class Runner:
+            def start(self) -> None:
+                started.append(self)
+        me.make_runner = lambda *args, **kwargs: Runner()  # type: ignore[method-assign,assignment]
+        previous, slot, claimed = await self._held_owner_node(me)
+        await previous.call("delete", me.owner_path(slot.partition))  # w0 hands it over
+        await claimed
+        self.assertEqual((slot.state, len(started), slot.wait), ("running", 1, None))
+        _, stat = await me.zk.call("get", me.owner_path(slot.partition))
+        self.assertEqual(stat.ephemeralOwner, me.zk.session_id)
+        value, _ = await me.zk.call("get", me.offset_path(slot.partition))
+        self.assertEqual(orjson.loads(value)["token"], me.token, "the claim fenced the offset")
+
+    def test_a_claim_waits_for_the_previous_owner(self) -> defer.Deferred[None]:
+        return defer.ensureDeferred(self._claim_waits())
+
+    async def _claim_abandoned(self) -> None:
+        me = await self.coordinator("w1")
+        previous, slot, claimed = await self._held_owner_node(me)
+        me._want(slot.partition, False, me.epoch)  # assigned elsewhere meanwhile: cancels the wait
+        await claimed
+        self.assertEqual((slot.state, slot.wait, slot.runner), ("idle", None, None))
+        _, stat = await me.zk.call("get", me.owner_path(slot.partition))
+        self.assertEqual(stat.ephemeralOwner, previous.session_id, "it took nothing")
+        self.assertIsNone(await me.zk.call("exists", me.offset_path(slot.partition)), "nor fenced the offset")
+
+    def test_a_claim_no_longer_wanted_stops_waiting(self) -> defer.Deferred[None]:
+        return defer.ensureDeferred(self._claim_abandoned())
 
     # -- rule 4 ------------------------------------------------------------------
 
