@@ -39,7 +39,7 @@ import socket
 import time
 import uuid
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable
+from typing import Any, Awaitable, Callable, Iterable
 
 import orjson
 from kazoo.exceptions import BadVersionError, ConnectionLoss, NodeExistsError, NoNodeError
@@ -281,6 +281,44 @@ class ZooKeeperCoordinator(Base):
                 d.callback(event)
         return d, fire
 
+    async def _acquire_ephemeral(self, path: str, data: Callable[[], bytes], epoch: int, *,
+                                 held: Callable[[bytes, Any], None],
+                                 wait: Callable[[defer.Deferred[Any]], Awaitable[Any]] | None = None,
+                                 wanted: Callable[[], bool] = lambda: True,
+                                 makepath: bool = False) -> None:
+        """Create the ephemeral node ``path`` (rules 1 and 3), waiting by watch while another session holds it.
+
+        A node that exists is ours only if its ``ephemeralOwner`` is this session (a create
+        retried after a connection loss); any other holder is reported to ``held(value, stat)``
+        and then waited out: ``wait(gone)`` awaits the watch that fires when the node changes or
+        goes (by default tracked in this epoch's scope), and the create is tried again. Raises
+        ``_EpochOver`` once ``epoch`` is over, ``_Abandon`` once ``wanted()`` says no.
+        """
+        while True:
+            self._check(epoch)
+            if not wanted():
+                raise _Abandon()
+            try:
+                await self.zk.call("create", path, data(), ephemeral=True, makepath=makepath)
+                return
+            except ConnectionLoss:
+                await self.zk.wait_connected()
+                continue
+            except NodeExistsError:
+                pass
+            gone, watcher = self._watcher()
+            try:
+                value, stat = await self.zk.retrying("get", path, watch=watcher)
+            except NoNodeError:
+                continue
+            if stat.ephemeralOwner == self.zk.session_id:
+                return  # ours: a create that was retried after a connection loss
+            held(value, stat)
+            if wait is None:
+                await self._tracked(gone, epoch)
+            else:
+                await wait(gone)
+
     # -- life -----------------------------------------------------------------------
 
     def runners(self) -> list[PartitionRunner]:
@@ -365,36 +403,24 @@ class ZooKeeperCoordinator(Base):
                              "started": time.time()})
 
     async def _register(self, epoch: int) -> None:
-        path = self.path("workers", self.me)
         warned = False
-        while True:
-            self._check(epoch)
-            try:
-                await self.zk.call("create", path, self._member_data(), ephemeral=True)
+
+        def held(value: bytes, stat: Any) -> None:
+            """Say once whose the node looks like: an earlier session of this worker, or a live rival."""
+            nonlocal warned
+            if warned:
                 return
-            except ConnectionLoss:
-                await self.zk.wait_connected()
-                continue
-            except NodeExistsError:
-                pass
-            gone, watcher = self._watcher()
-            try:
-                value, stat = await self.zk.retrying("get", path, watch=watcher)
-            except NoNodeError:
-                continue
-            if stat.ephemeralOwner == self.zk.session_id:
-                return  # ours: a create that was retried after a connection loss
-            if not warned:
-                warned = True
-                other = _loads(value)
-                if other.get("token") == self.token or (other.get("host") == self.host and not _alive(other.get("pid"))):
-                    log.warn("Worker id {me} is still held by an earlier session (0x{owner:x}) of this worker; "
-                             "waiting for it to expire", me=self.me, owner=stat.ephemeralOwner)
-                else:
-                    log.error("Worker id {me} is held by another live worker (host {host}, pid {pid}, session "
-                              "0x{owner:x}); waiting until it leaves: give each worker its own name",
-                              me=self.me, host=other.get("host"), pid=other.get("pid"), owner=stat.ephemeralOwner)
-            await self._tracked(gone, epoch)
+            warned = True
+            other = _loads(value)
+            if other.get("token") == self.token or (other.get("host") == self.host and not _alive(other.get("pid"))):
+                log.warn("Worker id {me} is still held by an earlier session (0x{owner:x}) of this worker; "
+                         "waiting for it to expire", me=self.me, owner=stat.ephemeralOwner)
+            else:
+                log.error("Worker id {me} is held by another live worker (host {host}, pid {pid}, session "
+                          "0x{owner:x}); waiting until it leaves: give each worker its own name",
+                          me=self.me, host=other.get("host"), pid=other.get("pid"), owner=stat.ephemeralOwner)
+
+        await self._acquire_ephemeral(self.path("workers", self.me), self._member_data, epoch, held=held)
 
     # -- the leader ----------------------------------------------------------------------
 
@@ -641,38 +667,29 @@ class ZooKeeperCoordinator(Base):
         data = orjson.dumps({"worker": self.me, "token": self.token})
         slot.state = "claiming"
         waited_for = None
+
+        def held(value: bytes, stat: Any) -> None:
+            """Say whom it waits for, again only when that changes."""
+            nonlocal waited_for
+            holder = _loads(value).get("worker")
+            if holder != waited_for:
+                waited_for = holder
+                log.info("{partition}: waiting for {holder} to hand it over", partition=partition.name,
+                         holder=holder)
+
+        async def wait(gone: defer.Deferred[Any]) -> None:
+            """Cancellable through slot.wait: losing the partition meanwhile abandons the claim."""
+            slot.wait = gone
+            try:
+                await self._tracked(gone, epoch)
+            except defer.CancelledError:
+                raise _Abandon() from None
+            finally:
+                slot.wait = None
+
         try:
-            while True:
-                self._check(epoch)
-                if not slot.desired:
-                    raise _Abandon()
-                try:
-                    await self.zk.call("create", path, data, ephemeral=True, makepath=True)
-                    break
-                except ConnectionLoss:
-                    await self.zk.wait_connected()
-                    continue
-                except NodeExistsError:
-                    pass
-                gone, watcher = self._watcher()
-                try:
-                    value, stat = await self.zk.retrying("get", path, watch=watcher)
-                except NoNodeError:
-                    continue
-                if stat.ephemeralOwner == self.zk.session_id:
-                    break  # ours already
-                holder = _loads(value).get("worker")
-                if holder != waited_for:
-                    waited_for = holder
-                    log.info("{partition}: waiting for {holder} to hand it over", partition=partition.name,
-                             holder=holder)
-                slot.wait = gone
-                try:
-                    await self._tracked(gone, epoch)
-                except defer.CancelledError:
-                    raise _Abandon() from None
-                finally:
-                    slot.wait = None
+            await self._acquire_ephemeral(path, lambda: data, epoch, held=held, wait=wait,
+                                          wanted=lambda: slot.desired, makepath=True)
             offset, version = await self._fence(partition, epoch)
             self._check(epoch)
             if not slot.desired:
