@@ -152,7 +152,7 @@ class OutageTests(QueueyOnCassandra):
         self.assert_unavailable(*(yield self.request("GET", f"/v1/c/{queue}")))
         code, document, _ = yield self.request("GET", "/__heartbeat__")
         self.assertEqual(code, 503)
-        self.assertIn("cassandra", document["checks"]["storage"])
+        self.assertIn("cassandra", document["checks"]["storage"].lower())
         code, text, _ = yield self._metrics()
         self.assertGreaterEqual(self._storage_errors(text), 3)
 
