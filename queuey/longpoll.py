@@ -9,7 +9,7 @@ waited since before it.
 
 from __future__ import annotations
 
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 from twisted.internet import defer
 from twisted.internet.interfaces import IReactorTime
@@ -26,11 +26,12 @@ PartitionKey = tuple[str, str, int]
 class _Waiter:
     __slots__ = ("queue", "partitions", "since_ticks", "deferred", "timeout")
 
-    def __init__(self, queue: QueueSettings, partitions: tuple[int, ...], since_ticks: int) -> None:
+    def __init__(self, queue: QueueSettings, partitions: tuple[int, ...], since_ticks: int,
+                 on_cancel: Callable[["_Waiter"], None]) -> None:
         self.queue = queue
         self.partitions = partitions
         self.since_ticks = since_ticks
-        self.deferred: defer.Deferred[bool] = defer.Deferred()
+        self.deferred: defer.Deferred[bool] = defer.Deferred(lambda _: on_cancel(self))
         self.timeout: Any = None
 
     def keys(self) -> Iterable[PartitionKey]:
@@ -56,8 +57,7 @@ class LongPollHub:
         ``since_ticks`` is when the caller last looked: messages from then on wake it.
         Cancelling the Deferred (the client went away) forgets the waiter.
         """
-        waiter = _Waiter(queue, partitions, since_ticks)
-        waiter.deferred = defer.Deferred(lambda _: self._forget(waiter))
+        waiter = _Waiter(queue, partitions, since_ticks, self._forget)
         waiter.timeout = self._clock.callLater(timeout, self._fire, waiter, False)
         for key in waiter.keys():
             self._waiters.setdefault(key, set()).add(waiter)
