@@ -21,7 +21,7 @@ cleanup() {
 trap cleanup EXIT
 
 run_trial() {
-    "$root/.venv/bin/trial" --temp-directory=var/_trial_temp_cluster "$@"
+    "$root/scripts/trial.sh" --temp-directory=var/_trial_temp_cluster "$@"
 }
 
 for part in "${parts[@]}"; do

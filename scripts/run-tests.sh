@@ -26,4 +26,4 @@ if [[ $services == *zookeeper* ]]; then
     export QUEUEY_TEST_ZOOKEEPER=127.0.0.1:$zk_port
 fi
 
-"$root/.venv/bin/trial" --temp-directory=var/_trial_temp "${@:-tests}"
+"$root/scripts/trial.sh" --temp-directory=var/_trial_temp "${@:-tests}"
