@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import configparser
 import importlib
 import os
 import re
@@ -12,11 +11,11 @@ from importlib import metadata
 from typing import Any, Callable, Mapping
 
 from qdo.assign import Partition
+from queuey.config import ConfigError, IniFile, read_text
 
 JOB_GROUP = "qdo.jobs"
 ERROR_QUEUE = "qdo_error"
 POLICIES = ("automatic", "manual")
-_ENV_REFERENCE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
 KNOWN = {
     "qdo-worker": {"job", "job_context", "job_failure", "name", "wait_interval", "concurrency", "long_poll",
@@ -25,10 +24,6 @@ KNOWN = {
     "queuey": {"connection", "app_key", "timeout"},
     "zookeeper": {"connection", "group", "party_wait", "session_timeout", "max_party_wait"},
 }
-
-
-class ConfigError(Exception):
-    """A configuration problem, worded for the person who wrote the file."""
 
 
 @dataclass(frozen=True)
@@ -83,22 +78,13 @@ def split_zookeeper(connection: str) -> tuple[str, str]:
 
 
 def load_config(path: str, environ: Mapping[str, str] | None = None) -> WorkerConfig:
-    try:
-        with open(path, encoding="utf-8") as handle:
-            text = handle.read()
-    except OSError as e:
-        raise ConfigError(f"cannot read configuration file {path}: {e.strerror}") from None
-    return parse_config(text, source=path, environ=os.environ if environ is None else environ)
+    return parse_config(read_text(path), source=path, environ=os.environ if environ is None else environ)
 
 
 def parse_config(text: str, source: str = "<string>", environ: Mapping[str, str] | None = None) -> WorkerConfig:
     """Parse and check a qdo worker configuration; ``${VAR}`` comes from ``environ``."""
-    environ = {} if environ is None else environ
-    parser = configparser.ConfigParser(interpolation=None, strict=True)
-    try:
-        parser.read_string(text, source=source)
-    except configparser.Error as e:
-        raise ConfigError(f"{source}: {e.message.splitlines()[0]}") from None
+    ini = IniFile(text, source, environ)
+    parser, get, number = ini.parser, ini.get, ini.number
     warnings = []
     for section in parser.sections():
         if section not in KNOWN:
@@ -107,29 +93,6 @@ def parse_config(text: str, source: str = "<string>", environ: Mapping[str, str]
         for key in parser.options(section):
             if key not in KNOWN[section]:
                 warnings.append(f"[{section}] {key}: unknown setting, ignored")
-
-    def get(section: str, key: str, default: str | None = None) -> str:
-        if not parser.has_option(section, key):
-            if default is None:
-                raise ConfigError(f"[{section}] {key}: missing (required)")
-            return default
-
-        def substitute(match: re.Match[str]) -> str:
-            if match.group(1) not in environ:
-                raise ConfigError(f"[{section}] {key}: environment variable {match.group(1)} is not set")
-            return environ[match.group(1)]
-
-        return _ENV_REFERENCE.sub(substitute, parser.get(section, key)).strip()
-
-    def number(section: str, key: str, default: str, kind: type = float, low: float = 0) -> Any:
-        raw = get(section, key, default)
-        try:
-            value = kind(raw)
-        except ValueError:
-            raise ConfigError(f"[{section}] {key}: {raw!r} is not a {'whole ' if kind is int else ''}number") from None
-        if value < low:
-            raise ConfigError(f"[{section}] {key}: must be at least {low}, not {raw}")
-        return value
 
     from queuey.client import parse_connection, split_connections
     connections = tuple(split_connections(get("queuey", "connection", "http://127.0.0.1:5000/v1/queuey")))

@@ -10,7 +10,7 @@ import configparser
 import os
 import re
 from dataclasses import dataclass, field
-from typing import Mapping
+from typing import Any, Mapping
 
 from queuey.interfaces import CONSISTENCY_LEVELS
 
@@ -45,44 +45,50 @@ def development_config(path: str = "var/queuey-dev.sqlite") -> Config:
                   storage={"path": path})
 
 
-def load_config(path: str, environ: Mapping[str, str] | None = None) -> Config:
-    """Read and check the ini file at ``path``."""
+def read_text(path: str) -> str:
+    """The file's text, or a ConfigError saying why it cannot be read."""
     try:
         with open(path, encoding="utf-8") as handle:
-            text = handle.read()
+            return handle.read()
     except OSError as e:
         raise ConfigError(f"cannot read configuration file {path}: {e.strerror}") from None
-    return parse_config(text, source=path, environ=os.environ if environ is None else environ)
 
 
-def parse_config(text: str, source: str = "<string>",
-                 environ: Mapping[str, str] | None = None) -> Config:
-    """Parse ini ``text``; ``${VAR}`` in values comes from ``environ``."""
-    environ = {} if environ is None else environ
-    parser = configparser.ConfigParser(interpolation=None, strict=True)
-    parser.optionxform = str  # application names are case-sensitive
-    try:
-        parser.read_string(text, source=source)
-    except configparser.Error as e:
-        raise ConfigError(f"{source}: {e.message.splitlines()[0]}") from None
+class IniFile:
+    """An ini file's values, ``${VAR}`` expanded; each problem a ConfigError naming ``[section] key``."""
 
-    def get(section: str, key: str, default: str | None = None) -> str:
-        if not parser.has_option(section, key):
+    def __init__(self, text: str, source: str = "<string>", environ: Mapping[str, str] | None = None,
+                 case_sensitive: bool = False) -> None:
+        self.environ = {} if environ is None else environ
+        self.parser = configparser.ConfigParser(interpolation=None, strict=True)
+        if case_sensitive:
+            self.parser.optionxform = str  # type: ignore[assignment, method-assign]
+        try:
+            self.parser.read_string(text, source=source)
+        except configparser.Error as e:
+            raise ConfigError(f"{source}: {e.message.splitlines()[0]}") from None
+
+    def options(self, section: str) -> list[str]:
+        return self.parser.options(section) if self.parser.has_section(section) else []
+
+    def get(self, section: str, key: str, default: str | None = None) -> str:
+        """The value, or ``default``; without a default a missing key is an error."""
+        if not self.parser.has_option(section, key):
             if default is None:
                 raise ConfigError(f"[{section}] {key}: missing (required)")
             return default
-        raw = parser.get(section, key)
 
         def substitute(match: re.Match[str]) -> str:
             name = match.group(1)
-            if name not in environ:
+            if name not in self.environ:
                 raise ConfigError(f"[{section}] {key}: environment variable {name} is not set")
-            return environ[name]
+            return self.environ[name]
 
-        return _ENV_REFERENCE.sub(substitute, raw).strip()
+        return _ENV_REFERENCE.sub(substitute, self.parser.get(section, key)).strip()
 
-    def number(section: str, key: str, default: str, kind: type, low: float) -> float | int:
-        raw = get(section, key, default)
+    def number(self, section: str, key: str, default: str, kind: type = float, low: float = 0) -> Any:
+        """A number of ``kind`` (int or float) of at least ``low``."""
+        raw = self.get(section, key, default)
         try:
             value = kind(raw)
         except ValueError:
@@ -90,6 +96,18 @@ def parse_config(text: str, source: str = "<string>",
         if value < low:
             raise ConfigError(f"[{section}] {key}: must be at least {low}, not {raw}")
         return value
+
+
+def load_config(path: str, environ: Mapping[str, str] | None = None) -> Config:
+    """Read and check the ini file at ``path``."""
+    return parse_config(read_text(path), source=path, environ=os.environ if environ is None else environ)
+
+
+def parse_config(text: str, source: str = "<string>",
+                 environ: Mapping[str, str] | None = None) -> Config:
+    """Parse ini ``text``; ``${VAR}`` in values comes from ``environ``."""
+    ini = IniFile(text, source, environ, case_sensitive=True)  # application names are case-sensitive
+    parser, get, number = ini.parser, ini.get, ini.number
 
     if not parser.has_section("application_keys"):
         raise ConfigError("[application_keys]: missing section (name at least one application)")
@@ -107,8 +125,7 @@ def parse_config(text: str, source: str = "<string>",
     backend = get("storage", "backend", "sqlite")
     if backend not in BACKENDS:
         raise ConfigError(f"[storage] backend: unknown backend {backend!r} (use one of {', '.join(BACKENDS)})")
-    storage = {key: get("storage", key) for key in
-               (parser.options("storage") if parser.has_section("storage") else [])}
+    storage = {key: get("storage", key) for key in ini.options("storage")}
     if backend == "sqlite":
         get("storage", "path")  # required for the embedded store
 
