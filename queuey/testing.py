@@ -35,7 +35,7 @@ class MemoryQueuey:
             self.clock.advance(start)
         self.config = config or Config(application_keys=DEFAULT_KEYS)
         self.store = store or SQLiteStore.in_memory(self.clock)
-        self.store.open()
+        self.opened = self.store.open()
         self.core = Queuey(self.config, self.store, self.clock)
         self.app = QueueyApp(self.core)
         self.treq = StubTreq(self.app.resource())

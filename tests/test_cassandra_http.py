@@ -158,18 +158,6 @@ class CassandraByIdTests(http_tests.ByIdTests, CassandraHTTPCase):
 
 
 class CassandraRoutingAndOperationsTests(http_tests.RoutingAndOperationsTests, CassandraHTTPCase):
-    @defer.inlineCallbacks
-    def test_heartbeat_fails_with_storage(self) -> Any:
-        """The store closed under the app: heartbeat and requests answer 503, counted in /metrics."""
-        yield self.memory.opened
-        yield self.memory.store.close()
-        code, body, _ = yield self.call("GET", "/__heartbeat__", app=None)
-        self.assertEqual(code, 503)
-        self.assertIn("cassandra", body["checks"]["storage"].lower())
-        result = yield self.call("GET", "/v1/queuey/q")
-        self.assertError(result, 503, "StorageUnavailable")
-        self.assertEqual(result[2].headers.getRawHeaders("retry-after"), ["5"])
-        _, text, _ = yield self.call("GET", "/metrics", app=None)
-        self.assertIn("queuey_storage_errors_total 2.0", text)
+    pass
 
 
