@@ -8,7 +8,8 @@
 #   DATA/nodeN/conf/              generated cassandra.yaml, logback.xml, jvm.args
 #   DATA/nodeN/{data,commitlog,saved_caches,hints,logs}/
 #   DATA/nodeN/cassandra.pid      pid of the node's JVM while it runs
-# Node N listens on 127.0.0.N (storage 7000, CQL 9042), JMX on 127.0.0.1:(7099 + 100*N).
+# Node N listens on 127.0.K.N (storage 7000, CQL 9042), JMX on
+# 127.0.0.1:(7099 + 100*N + 1000*K), where K is QUEUEY_SERVICES_SLOT (default 0).
 
 SERVICE=cassandra SERVICE_TITLE=Cassandra SERVICE_PROCESS=CassandraDaemon
 # shellcheck source=service-lib.sh
@@ -44,8 +45,8 @@ cleanup_failed_start() {
     exit "$rc"
 }
 
-node_ip()       { echo "127.0.0.$1"; }
-node_jmx_port() { echo $((7099 + 100 * $1)); }   # 7199, 7299, 7399
+node_ip()       { echo "127.0.$SLOT.$1"; }
+node_jmx_port() { echo $((7099 + 100 * $1 + 1000 * SLOT)); }   # slot 0: 7199, 7299, 7399
 node_log()      { echo "$DATA_DIR/node$1/logs/system.log"; }
 
 # Load DATA/cluster.env (NODES, VERSION, CLUSTER) written by the start script.

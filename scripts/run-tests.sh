@@ -7,7 +7,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
 services=${QUEUEY_TEST_SERVICES:-cassandra zookeeper}
-zk_port=${QUEUEY_ZOOKEEPER_PORT:-2181}
+slot=${QUEUEY_SERVICES_SLOT:-0}   # see scripts/service-lib.sh: several checkouts side by side
+zk_port=${QUEUEY_ZOOKEEPER_PORT:-$((2181 + 10 * slot))}
 
 cleanup() {
     status=$?
@@ -19,7 +20,7 @@ trap cleanup EXIT
 
 if [[ $services == *cassandra* ]]; then
     scripts/cassandra-start.sh --clean
-    export QUEUEY_TEST_CASSANDRA=127.0.0.1:9042
+    export QUEUEY_TEST_CASSANDRA=127.0.$slot.1:9042
 fi
 if [[ $services == *zookeeper* ]]; then
     scripts/zookeeper-start.sh --clean --port "$zk_port" >/dev/null

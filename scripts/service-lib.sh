@@ -17,6 +17,12 @@ REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 SCRIPTS_DIR="$REPO_ROOT/scripts"
 JAVA="${JAVA_HOME:+$JAVA_HOME/bin/}java"
 
+# Several checkouts can run their services side by side on one machine, each
+# with its own QUEUEY_SERVICES_SLOT (0-9, default 0): slot K puts Cassandra's
+# nodes on 127.0.K.N and moves every port of a service by a fixed step per slot.
+SLOT="${QUEUEY_SERVICES_SLOT:-0}"
+[[ "$SLOT" =~ ^[0-9]$ ]] || { printf 'QUEUEY_SERVICES_SLOT must be 0-9, not %q\n' "$SLOT" >&2; exit 1; }
+
 LAUNCHED=()   # nodes launched by this script run
 
 log() { printf '[%s] %s\n' "$SERVICE" "$*" >&2; }

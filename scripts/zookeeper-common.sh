@@ -12,8 +12,9 @@
 #   DATA/nodeN/zookeeper.log     its log (stdout and stderr)
 #   DATA/nodeN/zookeeper.pid     the JVM's pid while it runs
 # Node N serves clients on 127.0.0.1:(PORT + N - 1) (PORT = --port,
-# $QUEUEY_ZOOKEEPER_PORT or 2181); an ensemble's nodes talk on
-# 127.0.0.1:(28880 + N) (quorum) and 127.0.0.1:(38880 + N) (election).
+# $QUEUEY_ZOOKEEPER_PORT or 2181 + 10*K); an ensemble's nodes talk on
+# 127.0.0.1:(28880 + 10*K + N) (quorum) and 127.0.0.1:(38880 + 10*K + N)
+# (election), where K is QUEUEY_SERVICES_SLOT (default 0).
 #
 # The jars: $QUEUEY_ZOOKEEPER_CLASSPATH if set; else Debian's `zookeeper`
 # package (/usr/share/java/zookeeper.jar, `apt-get install -y zookeeper`);
@@ -25,7 +26,7 @@ SERVICE=zookeeper SERVICE_TITLE=ZooKeeper SERVICE_PROCESS=org.apache.zookeeper.s
 source "$(dirname "${BASH_SOURCE[0]}")/service-lib.sh"
 
 DATA_DIR="${QUEUEY_ZOOKEEPER_DATA:-$REPO_ROOT/var/zookeeper}"
-BASE_PORT="${QUEUEY_ZOOKEEPER_PORT:-2181}"
+BASE_PORT="${QUEUEY_ZOOKEEPER_PORT:-$((2181 + 10 * SLOT))}"
 ZOOKEEPER_VERSION="${ZOOKEEPER_VERSION:-3.8.4}"
 QUEUEY_ZOOKEEPER_HOME="${QUEUEY_ZOOKEEPER_HOME:-$HOME/.cache/queuey/zookeeper}"
 ZK_HEAP="${QUEUEY_ZOOKEEPER_HEAP:-256m}"
@@ -45,8 +46,8 @@ check_common_opts() {
 
 node_log()         { echo "$DATA_DIR/node$1/zookeeper.log"; }
 node_port()        { echo $((BASE_PORT + $1 - 1)); }
-node_quorum_port() { echo $((28880 + $1)); }
-node_elect_port()  { echo $((38880 + $1)); }
+node_quorum_port() { echo $((28880 + 10 * SLOT + $1)); }
+node_elect_port()  { echo $((38880 + 10 * SLOT + $1)); }
 
 load_ensemble_env() {
     [[ -f "$DATA_DIR/ensemble.env" ]] || return 1
