@@ -31,5 +31,11 @@ bench: setup
 bench-cassandra: setup
 	$(BIN)/python bench/cassandra_bench.py
 
+# Removes what this checkout made. The first runs also filled caches outside it,
+# shared by every checkout, which it names and leaves alone.
 clean:
 	rm -rf $(VENV) var _trial_temp*
+	@echo "Left alone, shared by every checkout (remove them by hand to fetch anew):"
+	@echo "  ~/.cache/queuey   Cassandra and ZooKeeper as fetched by scripts/ (rm -rf ~/.cache/queuey)"
+	@echo "  ~/.m2/repository  Maven's copy of the jars they came from (rm -rf ~/.m2/repository)"
+	@echo "  ~/.cache/pip      pip's download cache (pip cache purge)"

@@ -85,9 +85,10 @@ def makeService(options: Options) -> service.MultiService:
     from twisted.internet import reactor
     config: Config = options.config
     if not options["config"]:
-        log.warn("No --config given: running the DEVELOPMENT configuration (application 'queuey', "
-                 "the development key from README.rst, SQLite at {path}). Do not use it in production.",
-                 path=config.storage["path"])
+        (app, keys), = config.application_keys.items()
+        log.warn("No --config given: running the DEVELOPMENT configuration: application {app!r}, "
+                 "key {key!r} (send 'Authorization: Application {key}'), SQLite at {path}. "
+                 "Do not use it in production.", app=app, key=keys[0], path=config.storage["path"])
     else:
         log.info("Configuration from {path}: {backend} backend, applications {apps}",
                  path=options["config"], backend=config.backend, apps=", ".join(config.application_keys))
