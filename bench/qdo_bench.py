@@ -27,7 +27,7 @@ sys.path.insert(0, REPO)
 
 from twisted.internet import defer, task  # noqa: E402
 
-from tests.test_qdo_harness import Group, Queuey, Worker, free_port, wait_for  # noqa: E402
+from tests.qdo_harness import Group, Queuey, Worker, free_port, wait_for  # noqa: E402
 
 
 def bench_job(message, context) -> None:
@@ -58,7 +58,7 @@ def make_worker(directory: str, name: str, url: str, zk: str, session_timeout: f
     with open(worker.conf) as handle:
         conf = handle.read()
     with open(worker.conf, "w") as handle:
-        handle.write(conf.replace("tests.test_qdo_journal:journal_job", "bench.qdo_bench:bench_job")
+        handle.write(conf.replace("tests.qdo_journal:journal_job", "bench.qdo_bench:bench_job")
                      .replace("concurrency = 4", "concurrency = 8").replace("lag_interval = 5", "lag_interval = 0"))
     return worker
 
