@@ -21,7 +21,7 @@ from twisted.logger import Logger
 
 from qdo.assign import Partition
 from qdo.claims import Claims
-from qdo.config import WorkerConfig
+from qdo.config import ERROR_QUEUE, WorkerConfig
 from qdo.layout import SECTIONS, GroupPaths
 from qdo.leader import Leader, names
 from qdo.membership import Membership
@@ -36,12 +36,14 @@ log = Logger()
 
 
 async def discover(client: Any, config: WorkerConfig) -> set[Partition]:
-    """The partitions to work on: the configured ``ids``, or every partition of every queue not excluded."""
+    """The partitions to work on: the configured ``ids``, or every partition of every queue not excluded
+    (the error queue always is: its messages are for ``qdo errors``, not for the job that failed on them)."""
     if config.ids:
         return set(config.ids)
     queues = await client.all_queues(details=True)
+    excluded = set(config.exclude) | {ERROR_QUEUE}
     return {Partition(config.application, q["queue_name"], n)
-            for q in queues if q["queue_name"] not in config.exclude
+            for q in queues if q["queue_name"] not in excluded
             for n in range(1, int(q.get("partitions", 1)) + 1)}
 
 

@@ -162,7 +162,7 @@ class Listeners:
 
 # kazoo's messages while no server answers: said once (and again, less and less often) by ConnectionNotices.
 _CONNECTING_NOISE = ("Connection dropped", "Connection time-out", "Transition to CONNECTING", "Cannot resolve",
-                     "Zookeeper connection lost", "Zookeeper session closed")
+                     "Zookeeper connection lost", "Zookeeper session closed", "Failed connecting to Zookeeper")
 
 
 class ConnectionNotices(logging.Filter):

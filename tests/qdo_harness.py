@@ -201,13 +201,16 @@ class Worker:
                     "max_wait_interval": 0.5, "long_poll": long_poll, "concurrency": 4, "lag_interval": 5,
                     **(settings or {})}.items())))
         self.job_seconds = job_seconds
+        self.env: dict[str, str] = {}
         self.process: LoggedProcess | None = None
         self.died_at: float | None = None
 
-    def start(self) -> "Worker":
-        self.process = spawn([sys.executable, "-m", "qdo", "-c", self.conf], self.log_path, env={
+    def start(self, *command: str) -> "Worker":
+        """``qdo -c <conf>``, or another command line (``command``, to which the journal settings apply too)."""
+        argv = list(command) or [sys.executable, "-m", "qdo", "-c", self.conf]
+        self.process = spawn(argv, self.log_path, env={
             "QDO_TEST_JOURNAL": self.journal, "QDO_TEST_WORKER": self.name,
-            "QDO_TEST_JOB_SECONDS": str(self.job_seconds)})
+            "QDO_TEST_JOB_SECONDS": str(self.job_seconds), **self.env})
         return self
 
     def kill(self) -> None:
@@ -385,6 +388,17 @@ class _Inbound(protocol.Protocol):
         self.proxy.connections.discard(self)
         if self.outbound is not None:
             self.outbound.transport.loseConnection()
+
+
+async def run_qdo(*args: str, timeout: float = 60) -> tuple[int, str, str]:
+    """``qdo ARGS`` (status, errors ...) to its end: (exit code, stdout, stderr)."""
+    from twisted.internet import utils
+    environment = dict(os.environ)
+    environment["PYTHONPATH"] = REPO + os.pathsep + environment.get("PYTHONPATH", "")
+    d = utils.getProcessOutputAndValue(sys.executable, ["-m", "qdo", *args], env=environment, path=REPO)
+    d.addTimeout(timeout, reactor)
+    out, err, code = await d
+    return code, out.decode(), err.decode()
 
 
 async def post_spread(client: QueueyClient, queue: str, partitions: int, count: int, tag: str,

@@ -8,7 +8,8 @@ when it ends::
     E <queue>-<partition> <message id> <worker> <time>
 
 (``$QDO_TEST_WORKER`` names the worker, ``$QDO_TEST_JOB_SECONDS`` is how long
-each job works, default 0.005.) The checks read every journal of a run.
+each job works, default 0.005.) A message whose body starts with ``fail`` makes
+the job raise (only while the file ``$QDO_TEST_FAIL_WHILE`` exists, if set). The checks read every journal of a run.
 """
 
 from __future__ import annotations
@@ -32,7 +33,8 @@ def journal_job(message: Any, context: Any) -> None:
     seconds = float(os.environ.get("QDO_TEST_JOB_SECONDS", "0.005"))
     if seconds:
         time.sleep(seconds)  # the job's "work"
-    if message.body.startswith("fail"):
+    switch = os.environ.get("QDO_TEST_FAIL_WHILE")  # a file: "fail..." bodies fail only while it exists
+    if message.body.startswith("fail") and (switch is None or os.path.exists(switch)):
         _append(path, f"E {where} {message.message_id} {worker} {time.time():.6f}\n")
         raise ValueError(f"asked to fail: {message.body}")
     _append(path, f"E {where} {message.message_id} {worker} {time.time():.6f}\n")
