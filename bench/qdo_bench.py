@@ -33,7 +33,8 @@ sys.path.insert(0, REPO)
 
 from twisted.internet import defer, task  # noqa: E402
 
-from tests.qdo_harness import Cleanups, Group, Queuey, Worker, free_port, wait_for  # noqa: E402
+from tests.processes import free_port  # noqa: E402
+from tests.qdo_harness import Cleanups, Group, Queuey, Worker, wait_for  # noqa: E402
 
 
 def bench_job(message, context) -> None:

@@ -21,7 +21,7 @@ from qdo.session import Session
 from qdo.zk import ZooKeeper
 from queuey import timeuuid
 from queuey.client import QueueyClient
-from tests.processes import free_port, start_queuey
+from tests.processes import start_queuey
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BIN = os.path.dirname(sys.executable)
