@@ -1,7 +1,8 @@
 """qdo on a 3-node ZooKeeper ensemble: the ensemble's leader killed (-9) and restarted under running workers.
 
 Run by ``scripts/run-cluster-tests.sh zookeeper`` (``make test-cluster``), which starts the ensemble with
-``scripts/zookeeper-start.sh --nodes 3`` and exports its address and data dir. The workers must keep
+``scripts/zookeeper-start.sh --nodes 3`` and exports its address and data dir (``QUEUEY_TEST_ZOOKEEPER_ENSEMBLE``,
+``QUEUEY_ZOOKEEPER_DATA``). Without them this test skips, also under CI: ``make test`` does not run it. The workers must keep
 processing while a node is down, lose nothing, and never process a partition in two places at once.
 """
 
@@ -12,12 +13,11 @@ import subprocess
 import uuid
 
 from twisted.internet import defer, threads
-from twisted.trial.unittest import TestCase
+from twisted.trial.unittest import SkipTest, TestCase
 
 from qdo.offsets import id_key
 from tests.qdo_harness import REPO, Group, OffsetSampler, Queuey, Worker, post_spread, wait_for
 from tests.qdo_journal import done_ids, order_violations, overlaps, read_journals
-from tests.services import require
 
 ENSEMBLE = "QUEUEY_TEST_ZOOKEEPER_ENSEMBLE"
 
@@ -56,7 +56,9 @@ class EnsembleLeaderTests(TestCase):
     timeout = 300
 
     async def _test(self) -> None:
-        hosts = require(ENSEMBLE, "a 3-node ZooKeeper ensemble")
+        hosts = os.environ.get(ENSEMBLE, "").strip()
+        if not hosts:
+            raise SkipTest(f"set {ENSEMBLE} (scripts/run-cluster-tests.sh zookeeper does)")
         ports = [int(h.rsplit(":", 1)[1]) for h in hosts.split(",")]
         directory = os.path.abspath(self.mktemp())
         os.makedirs(directory)
