@@ -1,21 +1,27 @@
-"""qdo end to end: messages/s from post to job done with 1, 2 and 4 workers on 8 partitions,
-and the time from a worker's death (kill -9) to its partitions being processed again.
+"""qdo end to end: messages/s from post to job done with 1, 2 and 4 workers on 8 partitions, for batched
+offset commits (``commit_interval``) against per-message commits (``commit_interval = 0``), side by side in
+one run; ZooKeeper offset writes per second; and the time from a worker's death (kill -9) to its partitions
+being processed again.
 
 Runs a real ZooKeeper (``$QUEUEY_TEST_ZOOKEEPER``, or one started here with
 scripts/zookeeper-start.sh on a free port and stopped at the end), a real
 ``twistd queuey`` on SQLite and real ``qdo`` processes, all on loopback::
 
-    .venv/bin/python bench/qdo_bench.py [--messages 4000] [--workers 1,2,4] [--session-timeout 4]
+    .venv/bin/python bench/qdo_bench.py [--messages 4000] [--workers 1,2,4] [--repeat 3]
+        [--commit-interval 1] [--session-timeout 4]
 
 The job records ``<message id> <time>`` per message (no fsync); "done" is when
 every posted id is recorded. Throughput includes Queuey's reads and writes
-(SQLite), ZooKeeper offset writes (one per message) and the job's thread pool.
+(SQLite), ZooKeeper offset writes and the job's thread pool. Offset writes are
+counted exactly: the sum of the offset nodes' versions after a run. Each
+configuration runs ``--repeat`` times, the modes interleaved; medians are shown.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -27,7 +33,8 @@ sys.path.insert(0, REPO)
 
 from twisted.internet import defer, task  # noqa: E402
 
-from tests.test_qdo_harness import Group, Queuey, Worker, free_port, wait_for  # noqa: E402
+from tests.processes import free_port  # noqa: E402
+from tests.qdo_harness import Cleanups, Group, Queuey, Worker, wait_for  # noqa: E402
 
 
 def bench_job(message, context) -> None:
@@ -52,15 +59,12 @@ def done(paths: list[str]) -> dict[str, tuple[int, float]]:
     return found
 
 
-def make_worker(directory: str, name: str, url: str, zk: str, session_timeout: float, queue: str) -> Worker:
-    worker = Worker(directory, name, url, zk, session_timeout=session_timeout, party_wait=0.5, long_poll=5,
-                    ids=" ".join(f"{queue}-{p}" for p in range(1, 9)))
-    with open(worker.conf) as handle:
-        conf = handle.read()
-    with open(worker.conf, "w") as handle:
-        handle.write(conf.replace("tests.test_qdo_journal:journal_job", "bench.qdo_bench:bench_job")
-                     .replace("concurrency = 4", "concurrency = 8").replace("lag_interval = 5", "lag_interval = 0"))
-    return worker
+def make_worker(directory: str, name: str, url: str, zk: str, session_timeout: float, queue: str,
+                commit_interval: float) -> Worker:
+    return Worker(directory, name, url, zk, session_timeout=session_timeout, party_wait=0.5, long_poll=5,
+                  ids=" ".join(f"{queue}-{p}" for p in range(1, 9)),
+                  settings={"job": "bench.qdo_bench:bench_job", "concurrency": 8, "lag_interval": 0,
+                            "commit_interval": commit_interval})
 
 
 async def settle(group: Group, names: set[str], partitions: int) -> None:
@@ -70,18 +74,26 @@ async def settle(group: Group, names: set[str], partitions: int) -> None:
     await wait_for(ok, 60, f"{sorted(names)} to own all partitions", interval=0.1)
 
 
+async def offset_writes(group: Group) -> int:
+    """Writes to the group's offset nodes so far (each bumps its node's version)."""
+    return sum(stat.version for _, stat in (await group._leaves("offsets")).values())
+
+
 async def throughput(directory: str, queuey: Queuey, zk: str, workers: int, messages: int,
-                     session_timeout: float) -> float:
+                     session_timeout: float, commit_interval: float) -> tuple[float, float]:
+    """(messages/s, offset writes/s) of one run."""
     root = f"/qdo-bench-{uuid.uuid4().hex[:8]}"
-    queue = f"tp{workers}"
+    queue = f"tp{workers}-{uuid.uuid4().hex[:6]}"
     await queuey.client.create_queue(queue, partitions=8)
     group = Group(zk, root)
     await group.start()
-    run_dir = os.path.join(directory, f"tp{workers}")
+    run_dir = os.path.join(directory, queue)
     os.makedirs(run_dir)
-    started = [make_worker(run_dir, f"w{i}", queuey.url, zk + root, session_timeout, queue).start() for i in range(workers)]
+    started = [make_worker(run_dir, f"w{i}", queuey.url, zk + root, session_timeout, queue, commit_interval).start()
+               for i in range(workers)]
     try:
         await settle(group, {w.name for w in started}, 8)
+        writes = await offset_writes(group)
         t0 = time.time()
         ids: list[str] = []
         for start in range(0, messages, 500):
@@ -91,14 +103,16 @@ async def throughput(directory: str, queuey: Queuey, zk: str, workers: int, mess
         journals = [w.journal for w in started]
         await wait_for(lambda: wanted <= set(done(journals)), 600, "all messages done", interval=0.05)
         finished = max(t for key, (_, t) in done(journals).items() if key in wanted)
-        return messages / (finished - t0)
+        written = await offset_writes(group) - writes  # includes the commits at rest, after the last job
+        return messages / (finished - t0), written / (time.time() - t0)
     finally:
         for w in started:
             await w.stop()
         await group.stop()
 
 
-async def failover(directory: str, queuey: Queuey, zk: str, session_timeout: float) -> tuple[float, float]:
+async def failover(directory: str, queuey: Queuey, zk: str, session_timeout: float,
+                   commit_interval: float) -> tuple[float, float]:
     """kill -9 one of two workers while messages trickle in; seconds until each of its partitions
     has a message done by the survivor (max, and min)."""
     root = f"/qdo-bench-{uuid.uuid4().hex[:8]}"
@@ -107,8 +121,8 @@ async def failover(directory: str, queuey: Queuey, zk: str, session_timeout: flo
     run_dir = os.path.join(directory, "failover")
     os.makedirs(run_dir)
     await queuey.client.create_queue("fo", partitions=8)
-    a = make_worker(run_dir, "a", queuey.url, zk + root, session_timeout, "fo").start()
-    b = make_worker(run_dir, "b", queuey.url, zk + root, session_timeout, "fo").start()
+    a = make_worker(run_dir, "a", queuey.url, zk + root, session_timeout, "fo", commit_interval).start()
+    b = make_worker(run_dir, "b", queuey.url, zk + root, session_timeout, "fo", commit_interval).start()
     stop = False
 
     async def trickle() -> None:
@@ -151,27 +165,39 @@ async def main(reactor_: object, args: argparse.Namespace) -> None:
         out = subprocess.run([os.path.join(REPO, "scripts", "zookeeper-start.sh"), "--port", str(port), "--data",
                               started_zk, "--clean"], check=True, capture_output=True, text=True)
         zk = out.stdout.strip().splitlines()[-1]
-    queuey = Queuey(directory)
+    cleanups = Cleanups()
+    queuey = await Queuey.start(cleanups, directory)
+    modes = {"per message": 0.0, f"batched {args.commit_interval:g}s": args.commit_interval}
+    results: dict[tuple[str, int], list[tuple[float, float]]] = {}
     try:
-        await queuey.ready()
-        rows = []
-        for n in args.workers:
-            rate = await throughput(directory, queuey, zk, n, args.messages, args.session_timeout)
-            rows.append((n, rate))
-            print(f"  {n} worker(s): {rate:8.0f} messages/s", flush=True)
-        worst, best = await failover(directory, queuey, zk, args.session_timeout)
+        for round_ in range(args.repeat):
+            for n in args.workers:
+                for mode, interval in modes.items():
+                    rate, writes = await throughput(directory, queuey, zk, n, args.messages, args.session_timeout,
+                                                    interval)
+                    results.setdefault((mode, n), []).append((rate, writes))
+                    print(f"  round {round_ + 1}, {n} worker(s), {mode}: {rate:8.0f} messages/s, "
+                          f"{writes:6.1f} offset writes/s", flush=True)
+        worst, best = await failover(directory, queuey, zk, args.session_timeout, args.commit_interval)
         print()
         print(f"qdo end to end, 8 partitions, {args.messages} messages per run, job = append a line "
-              f"(no fsync), concurrency 8, long_poll 5 s")
-        print(f"{'workers':>8} | {'messages/s':>10}")
-        print(f"{'-' * 8}-+-{'-' * 10}")
-        for n, rate in rows:
-            print(f"{n:>8} | {rate:>10.0f}")
+              f"(no fsync), concurrency 8, long_poll 5 s; medians of {args.repeat} runs")
+        print(f"{'workers':>8} | {'commits':>12} | {'messages/s':>10} | {'offset writes/s':>15} | {'vs per message':>14}")
+        print(f"{'-' * 8}-+-{'-' * 12}-+-{'-' * 10}-+-{'-' * 15}-+-{'-' * 14}")
+        for n in args.workers:
+            base = statistics.median(r for r, _ in results[("per message", n)])
+            for mode in modes:
+                rate = statistics.median(r for r, _ in results[(mode, n)])
+                writes = statistics.median(w for _, w in results[(mode, n)])
+                print(f"{n:>8} | {mode:>12} | {rate:>10.0f} | {writes:>15.1f} | {rate / base:>13.2f}x")
+        print(f"(batched: at most 8 partitions / {args.commit_interval:g} s = {8 / args.commit_interval:.0f} "
+              f"offset writes/s whatever the message rate)")
         print()
         print(f"kill -9 of one of 2 workers (session_timeout {args.session_timeout:g} s, party_wait 0.5 s): "
               f"its partitions processed again after {best:.2f} s (first) to {worst:.2f} s (last)")
     finally:
         await queuey.stop()
+        await cleanups.run()
         if started_zk:
             subprocess.run([os.path.join(REPO, "scripts", "zookeeper-stop.sh"), "--data", started_zk, "--clean"],
                            check=False, capture_output=True)
@@ -181,6 +207,8 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--messages", type=int, default=4000)
     parser.add_argument("--workers", type=lambda s: [int(x) for x in s.split(",")], default=[1, 2, 4])
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--commit-interval", type=float, default=1.0)
     parser.add_argument("--session-timeout", type=float, default=4.0)
     from twisted.internet import reactor
     task.react(lambda r: defer.ensureDeferred(main(r, parser.parse_args())))

@@ -19,7 +19,8 @@ POLICIES = ("automatic", "manual")
 
 KNOWN = {
     "qdo-worker": {"job", "job_context", "job_failure", "name", "wait_interval", "concurrency", "long_poll",
-                   "batch_size", "job_threads", "lag_interval", "max_wait_interval"},
+                   "batch_size", "job_threads", "lag_interval", "max_wait_interval", "commit_interval",
+                   "metrics"},
     "partitions": {"policy", "ids", "discover_interval", "offsets_file", "exclude"},
     "queuey": {"connection", "app_key", "timeout"},
     "zookeeper": {"connection", "group", "party_wait", "session_timeout", "max_party_wait"},
@@ -52,6 +53,8 @@ class WorkerConfig:
     job_threads: int = 4
     batch_size: int = 100
     lag_interval: float = 60.0
+    commit_interval: float = 1.0
+    metrics: str = ""
     policy: str = "automatic"
     ids: tuple[Partition, ...] = ()
     exclude: tuple[str, ...] = (ERROR_QUEUE,)
@@ -155,6 +158,8 @@ def parse_config(text: str, source: str = "<string>", environ: Mapping[str, str]
         job_threads=int(number("qdo-worker", "job_threads", str(concurrency), int, 1)),
         batch_size=batch_size,
         lag_interval=float(number("qdo-worker", "lag_interval", "60", float, 0)),
+        commit_interval=float(number("qdo-worker", "commit_interval", "1", float, 0)),
+        metrics=get("qdo-worker", "metrics", ""),
         policy=policy,
         ids=tuple(dict.fromkeys(ids)),
         exclude=exclude,

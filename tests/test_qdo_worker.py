@@ -10,14 +10,17 @@ from twisted.internet import defer, reactor
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from qdo import worker as qw
+from qdo.offsets import FileOffsets
+from qdo.runner import Gate, PartitionRunner
 from qdo.assign import Partition
 from qdo.config import ConfigError, parse_config, resolve, split_zookeeper
 from queuey.client import QueueyClient
 from queuey.testing import MemoryQueuey
+from tests.qdo_harness import ids
 
 MINIMAL = """
 [qdo-worker]
-job = tests.test_qdo_journal:journal_job
+job = tests.qdo_journal:journal_job
 name = w1
 [queuey]
 connection = http://127.0.0.1:5000/v1/queuey
@@ -151,15 +154,15 @@ class RunnerTests(SynchronousTestCase):
         self.memory.treq.flush()
         return self.successResultOf(d) if d is not None else None
 
-    def runner(self, job: Any, failure: Any = qw.log_failure) -> qw.PartitionRunner:
+    def runner(self, job: Any, failure: Any = qw.log_failure) -> PartitionRunner:
         jobs = qw.Jobs(job, qw.dict_context, failure, self.client, self.clock, 1)
         jobs.start()
 
         def commit(partition: Partition, message_id: str) -> defer.Deferred[None]:
             self.commits.append(message_id)
             return defer.succeed(None)
-        return qw.PartitionRunner(Partition("queuey", "jobs", 1), None, client=self.client, jobs=jobs,
-                                  commit=commit, gate=qw.Gate(lambda: self.gate_open),
+        return PartitionRunner(Partition("queuey", "jobs", 1), None, client=self.client, jobs=jobs,
+                                  commit=commit, gate=Gate(lambda: self.gate_open),
                                   semaphore=defer.DeferredSemaphore(1), clock=self.clock, wait_interval=0.5,
                                   max_wait_interval=1)
 
@@ -285,14 +288,13 @@ class FileOffsetsTests(TestCase):
 
     async def _roundtrip(self) -> None:
         path = os.path.join(os.path.abspath(self.mktemp()), "offsets.json")
-        offsets = qw.FileOffsets(path, reactor)
+        offsets = FileOffsets(path, reactor)
         await offsets.load()
         p = Partition("a", "q", 1)
-        from tests.test_qdo_zookeeper import ids
         first, second = ids(2)
         await defer.gatherResults([offsets.commit(p, first), offsets.commit(p, second)])
         await offsets.commit(p, first)  # never backwards
-        again = qw.FileOffsets(path, reactor)
+        again = FileOffsets(path, reactor)
         await again.load()
         self.assertEqual(again.get(p), second)
 
