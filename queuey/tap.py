@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import resource
 import sys
 from typing import Any
 
@@ -10,13 +11,17 @@ from twisted.internet import defer
 from twisted.logger import Logger
 from twisted.python import usage
 
-from queuey.app import QueueyApp, QueueySite
+from queuey.app import QueueyApp
+from queuey.channel import connection_cap
 from queuey.config import Config, ConfigError, development_config, load_config
 from queuey.core import Queuey
 from queuey.storage import make_store
 
 log = Logger()
-DEFAULT_PORT = "tcp:5000:interface=127.0.0.1"
+#: A listen backlog of 4096 (Twisted's default is 50) lets a burst of connects wait in the
+#: kernel instead of being retried by the clients a second later.  Linux caps it at
+#: net.core.somaxconn.  Give ``backlog=N`` in --port to choose another.
+DEFAULT_PORT = "tcp:5000:interface=127.0.0.1:backlog=4096"
 
 
 class Options(usage.Options):
@@ -74,8 +79,15 @@ def make_service(config: Config, port: str, reactor: Any) -> service.MultiServic
     """The Queuey service: the store, then an HTTP site on ``port``."""
     store = make_store(config, reactor)
     core = Queuey(config, store, reactor)
-    site = QueueySite(QueueyApp(core).resource(), config.max_request_bytes)
-    site.displayTracebacks = False
+    file_limit = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    if file_limit == resource.RLIM_INFINITY:
+        file_limit = 1 << 30
+    cap = connection_cap(config.max_connections, file_limit)
+    if cap < config.max_connections:
+        log.warn("[limits] max_connections = {configured} does not fit the open-file limit ({files}); "
+                 "serving at most {cap} connections at once", configured=config.max_connections,
+                 files=file_limit, cap=cap)
+    site = QueueyApp(core).site(reactor, max_connections=cap)
     top = QueueyService(core, reactor)
     strports.service(port, site, reactor=reactor).setServiceParent(top)
     return top
