@@ -8,7 +8,7 @@
 - Body bytes are kept only for routes that use them, counted against one
   budget shared by all connections (``max_body_bytes_in_flight``).
 - Past ``max_connections`` a new connection is answered 503 with Retry-After;
-  past that and a bounded number of such answers in progress, it is dropped.
+  while many such answers are in progress, the site stops accepting for a moment.
 - Malformed requests get a JSON 400, and oversized heads 414 or 431, where
   Twisted's parser would close the connection without a word.
 
@@ -53,11 +53,11 @@ class Phase(enum.Enum):
 class Verdict(enum.Enum):
     SERVE = "serve"
     REFUSE = "refuse"  # answer 503, then close
-    DROP = "drop"      # too many answers in progress already: close at once
 
 
-#: File descriptors kept free of connections: the store's files, logs, listening sockets.
-RESERVED_FILES = 64
+#: File descriptors kept free of connections: the store's files, logs, listening sockets,
+#: and the connections one accept round of the reactor may take past the refusing cap.
+RESERVED_FILES = 128
 
 
 def refusing_cap_for(cap: int) -> int:
@@ -73,28 +73,43 @@ def connection_cap(configured: int, file_limit: int) -> int:
 
 
 class ConnectionCap:
-    """Open connections against a cap; past it, at most ``refusing_cap`` are being answered 503."""
+    """Open connections against a cap.  Past it a connection is answered 503; while
+    ``refusing_cap`` such answers are under way, the listening ports stop accepting
+    (new connections wait in the kernel's backlog) until half of them are done."""
 
     def __init__(self, cap: int) -> None:
         self.cap = cap
         self.refusing_cap = refusing_cap_for(cap)
         self.open = 0
         self.refusing = 0
+        self._ports: list[Any] = []
+        self._paused = False
+
+    def watch(self, port: Any) -> None:
+        """Pause and resume accepting on ``port`` (a listening port with stop/startReading)."""
+        if hasattr(port, "stopReading") and hasattr(port, "startReading"):
+            self._ports.append(port)
 
     def arrive(self) -> Verdict:
         if self.open < self.cap:
             self.open += 1
             return Verdict.SERVE
-        if self.refusing < self.refusing_cap:
-            self.refusing += 1
-            return Verdict.REFUSE
-        return Verdict.DROP
+        self.refusing += 1
+        if self.refusing >= self.refusing_cap and not self._paused:
+            self._paused = True
+            for port in self._ports:
+                port.stopReading()
+        return Verdict.REFUSE
 
     def leave(self, verdict: Verdict) -> None:
         if verdict is Verdict.SERVE:
             self.open -= 1
-        elif verdict is Verdict.REFUSE:
-            self.refusing -= 1
+            return
+        self.refusing -= 1
+        if self._paused and self.refusing <= self.refusing_cap // 2:
+            self._paused = False
+            for port in self._ports:
+                port.startReading()
 
 
 @dataclass(frozen=True)
@@ -180,7 +195,7 @@ class QueueyChannel(http.HTTPChannel):
     maxHeaders = MAX_HEADERS
     site: "QueueySite"
     _phase = Phase.IDLE
-    _verdict = Verdict.DROP
+    _verdict: Verdict | None = None
     _timer: Any = None
     _linger: Any = None
     _linger_left = 0
@@ -196,18 +211,15 @@ class QueueyChannel(http.HTTPChannel):
 
     def connectionMade(self) -> None:
         self._verdict = self.site.connections.arrive()
-        if self._verdict is Verdict.DROP:
-            self.site.metrics.connections_refused.inc()
-            self.transport.abortConnection()
-            return
         super().connectionMade()
         if self._verdict is Verdict.REFUSE:
             self.site.metrics.connections_refused.inc()
             self.refuse(ServerBusy("This server has as many connections as it serves; try again shortly."))
 
     def connectionLost(self, reason: Any) -> None:
-        self.site.connections.leave(self._verdict)
-        self._verdict = Verdict.DROP
+        if self._verdict is not None:
+            self.site.connections.leave(self._verdict)
+            self._verdict = None
         self._stop_timer()
         if self._linger is not None and self._linger.active():
             self._linger.cancel()

@@ -6,13 +6,14 @@ import resource
 import sys
 from typing import Any
 
-from twisted.application import service, strports
+from twisted.application import service
+from twisted.internet import endpoints
 from twisted.internet import defer
 from twisted.logger import Logger
 from twisted.python import usage
 
 from queuey.app import QueueyApp
-from queuey.channel import connection_cap
+from queuey.channel import QueueySite, connection_cap
 from queuey.config import Config, ConfigError, development_config, load_config
 from queuey.core import Queuey
 from queuey.storage import make_store
@@ -75,6 +76,34 @@ class QueueyService(service.MultiService):
         yield self.core.store.close()
 
 
+class ListeningService(service.Service):
+    """Listens on an endpoint string with Queuey's site, whose connection cap may pause accepting."""
+
+    def __init__(self, description: str, site: QueueySite, reactor: Any) -> None:
+        self.endpoint = endpoints.serverFromString(reactor, description)
+        self.site = site
+        self._reactor = reactor
+        self.port: Any = None
+
+    def startService(self) -> None:
+        super().startService()
+
+        def listening(port: Any) -> None:
+            self.port = port
+            self.site.connections.watch(port)
+
+        def failed(failure: Any) -> None:
+            log.critical("Could not listen: {error}", error=failure.getErrorMessage())
+            self._reactor.stop()
+
+        self.endpoint.listen(self.site).addCallbacks(listening, failed)
+
+    def stopService(self) -> Any:
+        super().stopService()
+        port, self.port = self.port, None
+        return port.stopListening() if port is not None else None
+
+
 def make_service(config: Config, port: str, reactor: Any) -> service.MultiService:
     """The Queuey service: the store, then an HTTP site on ``port``."""
     store = make_store(config, reactor)
@@ -89,7 +118,7 @@ def make_service(config: Config, port: str, reactor: Any) -> service.MultiServic
                  files=file_limit, cap=cap)
     site = QueueyApp(core).site(reactor, max_connections=cap)
     top = QueueyService(core, reactor)
-    strports.service(port, site, reactor=reactor).setServiceParent(top)
+    ListeningService(port, site, reactor).setServiceParent(top)
     return top
 
 
