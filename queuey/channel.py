@@ -267,15 +267,15 @@ class QueueyChannel(http.HTTPChannel):
             return
         self._head_lines += 1
         if self._receivedHeaderSize + len(line) > self.totalHeadersSize:
-            self.refuse(self._head_too_large())
+            self.refuse(self._head_too_large(request_line=self._head_lines == 1))
             return
         super().lineReceived(line)
 
     def lineLengthExceeded(self, line: bytes) -> None:
-        self.refuse(self._head_too_large())
+        self.refuse(self._head_too_large(request_line=self._head_lines == 0))
 
-    def _head_too_large(self) -> QueueyError:
-        if self._head_lines <= 1:
+    def _head_too_large(self, request_line: bool) -> QueueyError:
+        if request_line:
             return URITooLong(f"The request line may be at most {self.MAX_LENGTH} bytes.")
         return HeaderFieldsTooLarge(f"The request headers may be at most {self.totalHeadersSize} bytes.")
 
