@@ -68,8 +68,9 @@ def refusing_cap_for(cap: int) -> int:
 def connection_cap(configured: int, file_limit: int) -> int:
     """``configured``, lowered so that the served connections, those being refused and
     RESERVED_FILES fit under the process's open-file limit."""
-    room = file_limit - RESERVED_FILES - refusing_cap_for(configured)
-    return max(1, min(configured, room))
+    room = file_limit - RESERVED_FILES
+    cap = room - 256 if room >= 9 * 256 else min(room * 8 // 9, room - 16)
+    return max(1, min(configured, cap))
 
 
 class ConnectionCap:

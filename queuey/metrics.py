@@ -29,7 +29,7 @@ class Metrics:
         self.connections_open = Gauge("queuey_connections_open", "HTTP connections being served.",
                                       registry=self.registry)
         self.connections_refused = Counter("queuey_connections_refused",
-                                           "Connections answered 503 or dropped at the connection cap.",
+                                           "Connections answered 503 at the connection cap.",
                                            registry=self.registry)
         self.body_bytes_held = Gauge("queuey_body_bytes_held", "Request body bytes held in memory.",
                                      registry=self.registry)

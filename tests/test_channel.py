@@ -9,7 +9,7 @@ from twisted.internet.address import IPv4Address
 from twisted.internet.testing import StringTransport
 from twisted.trial import unittest
 
-from queuey.channel import ConnectionCap, Verdict, connection_cap
+from queuey.channel import RESERVED_FILES, ConnectionCap, Verdict, connection_cap, refusing_cap_for
 from queuey.config import Config
 from queuey.responses import ResponseWriter
 from queuey.testing import DEFAULT_KEYS, MemoryQueuey
@@ -175,8 +175,10 @@ class BudgetTests(ChannelCase):
 class ConnectionCapTests(unittest.TestCase):
     def test_cap_fits_under_the_file_limit(self) -> None:
         self.assertEqual(connection_cap(4096, 20000), 4096)
-        cap = connection_cap(4096, 1024)
-        self.assertLess(cap + 256 + 64, 1024)
+        for files in range(100, 5000, 7):
+            cap = connection_cap(100_000, files)
+            self.assertLessEqual(cap + refusing_cap_for(cap) + RESERVED_FILES, max(files, 128 + 17), files)
+            self.assertGreater(cap + refusing_cap_for(cap) + RESERVED_FILES, files - 10, files)
         self.assertEqual(connection_cap(10, 30), 1)
 
     def test_past_the_cap_answers_and_pauses_accepting(self) -> None:
