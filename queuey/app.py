@@ -143,35 +143,35 @@ class QueueyApp:
             request.finish()
             return
         self._count(request, admission, started, answer.status if isinstance(answer, Reply) else admission.spec.status)
-        if await self._write(request, admission, answer):
-            request.finish()
+        pieces = self._encode(request, admission, answer)
+        del answer  # from here on only the encoded pieces are held, and each only until written
+        if len(pieces) == 1:
+            request.write(pieces[0])
+        else:
+            writer = ResponseWriter(request)
+            try:
+                if not await writer.write_all(pieces):
+                    return  # the client went away
+            finally:
+                writer.close()
+        request.finish()
 
-    async def _write(self, request: QueueyRequest, admission: Admission, answer: Any) -> bool:
-        """Write ``answer``; a long one in pieces, as fast as the client reads.  False if it left."""
+    @staticmethod
+    def _encode(request: QueueyRequest, admission: Admission, answer: Any) -> list[bytes]:
+        """Set the answer's status and headers; its body as one piece, or as many when it is long."""
         if isinstance(answer, Raw):
             request.setHeader(b"Content-Type", answer.content_type)
             request.setHeader(b"Content-Length", b"%d" % len(answer.body))
-            request.write(answer.body)
-            return True
+            return [answer.body]
         if isinstance(answer, Reply):
-            request.write(render_json(request, answer.status, answer.document))
-            return True
+            return [render_json(request, answer.status, answer.document)]
         if admission.spec.pieces is None:
-            request.write(render_json(request, admission.spec.status, answer))
-            return True
+            return [render_json(request, admission.spec.status, answer)]
         pieces, length = json_pieces(answer, admission.spec.pieces)
-        del answer
         request.setResponseCode(admission.spec.status)
         request.setHeader(b"Content-Type", b"application/json")
         request.setHeader(b"Content-Length", b"%d" % length)
-        if length <= WRITE_SIZE:
-            request.write(b"".join(pieces))
-            return True
-        writer = ResponseWriter(request)
-        try:
-            return await writer.write_all(pieces)
-        finally:
-            writer.close()
+        return [b"".join(pieces)] if length <= WRITE_SIZE else pieces
 
     def _count(self, request: QueueyRequest, admission: Admission, started: float, status: int) -> None:
         self.metrics.requests.labels(admission.spec.label, method_label(request.method), str(status)).inc()

@@ -3,7 +3,7 @@ writing a response in pieces no faster than the client reads them."""
 
 from __future__ import annotations
 
-from typing import Any, Iterable
+from typing import Any
 
 import orjson
 from twisted.internet import defer
@@ -173,18 +173,20 @@ class ResponseWriter:
             await self._waiting
         return not self._stopped
 
-    async def write_all(self, pieces: Iterable[bytes]) -> bool:
-        """Write ``pieces``, joined into writes of about WRITE_SIZE bytes."""
-        batch: list[bytes] = []
-        size = 0
-        for piece in pieces:
-            batch.append(piece)
-            size += len(piece)
-            if size >= WRITE_SIZE:
-                if not await self.write(b"".join(batch)):
-                    return False
-                batch, size = [], 0
-        return await self.write(b"".join(batch)) if batch else not self._stopped
+    async def write_all(self, pieces: list[bytes]) -> bool:
+        """Write ``pieces``, joined into writes of about WRITE_SIZE bytes, letting go of each
+        piece once it is written (the list is emptied)."""
+        pieces.reverse()
+        while pieces:
+            batch = [pieces.pop()]
+            size = len(batch[0])
+            while pieces and size < WRITE_SIZE:
+                batch.append(pieces.pop())
+                size += len(batch[-1])
+            if not await self.write(b"".join(batch)):
+                return False
+            del batch
+        return not self._stopped
 
     def close(self) -> None:
         """Stop being the request's producer (before the request finishes)."""
