@@ -77,6 +77,7 @@ async def measured(pid: int, abuse: Callable[[], Awaitable[Any]]) -> tuple[int, 
 
 
 async def keyless_pushers(port: int, clients: int = 20, size: int = 16 * MIB) -> None:
+    """Each client declares ``size`` bytes of form and sends all but the last MiB, fast."""
     async def push() -> None:
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
         writer.write(b"POST /v1/abuse HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-www-form-urlencoded\r\n"
@@ -151,6 +152,7 @@ async def non_readers(port: int, clients: int = 2) -> None:
 
 
 def prepare(port: int, big_messages: int) -> None:
+    """The public queues ``pub`` (for long-polls) and ``big`` (``big_messages`` of 256 KiB)."""
     auth = {"Authorization": f"Application {KEY}"}
     for queue in ("pub", "big"):
         status, _ = request(port, "POST", "/v1/abuse", f"queue_name={queue}&type=public".encode(),
@@ -162,17 +164,12 @@ def prepare(port: int, big_messages: int) -> None:
         assert status == 201
 
 
-async def run(port: int, pid: int, longpolls: int, heads: int) -> list[tuple[str, int, int]]:
-    rows = []
-    for name, abuse in (("keyless: 20 x 16 MiB without a key", lambda: keyless_pushers(port)),
-                        (f"longpolls: {longpolls:,} held", lambda: held_longpolls(port, longpolls)),
-                        (f"slow-heads: {heads} at 1 byte/s", lambda: slow_heads(port, heads)),
-                        ("non-readers: 2 x an 8 MiB page", lambda: non_readers(port))):
-        before, peak = await measured(pid, abuse)
-        rows.append((name, before, peak))
-        print(f"  {name:40s} before {before / MIB:7.1f} MiB  peak {peak / MIB:7.1f} MiB  "
-              f"(+{(peak - before) / MIB:.1f})", flush=True)
-    return rows
+def scenarios(longpolls: int, heads: int) -> list[tuple[str, Callable[[int], Awaitable[Any]], int]]:
+    """(name, abuse of a server's port, 256 KiB messages it needs in the queue ``big``)."""
+    return [("keyless: 20 x 16 MiB without a key", keyless_pushers, 0),
+            (f"longpolls: {longpolls:,} held", lambda port: held_longpolls(port, longpolls), 0),
+            (f"slow-heads: {heads} at 1 byte/s", lambda port: slow_heads(port, heads), 0),
+            ("non-readers: 2 x an 8 MiB page", non_readers, 40)]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -192,17 +189,20 @@ def main(argv: list[str] | None = None) -> int:
         config = workdir / "abuse.ini"
         config.write_text(CONFIG.format(key=KEY, directory=directory, connections=longpolls + 2000))
         for round_ in range(1, args.rounds + 1):
-            server = Server("queuey", ["queuey", "--config", str(config), "--port",
-                                       "tcp:{port}:interface=127.0.0.1:backlog=4096"], workdir, cpu=None)
-            server.start()
-            try:
-                print(f"round {round_}/{args.rounds}: server pid {server.pid}", flush=True)
-                if round_ == 1:
-                    prepare(server.port, big_messages=40)
-                for name, before, peak in asyncio.run(run(server.port, server.pid, longpolls, heads)):
-                    results.setdefault(name, []).append((before, peak))
-            finally:
-                server.stop()
+            print(f"round {round_}/{args.rounds}", flush=True)
+            for name, abuse, big_messages in scenarios(longpolls, heads):
+                server = Server("queuey", ["queuey", "--config", str(config), "--port",
+                                           "tcp:{port}:interface=127.0.0.1:backlog=4096"], workdir, cpu=None)
+                server.start()  # a new server for each scenario: none inherits another's memory
+                try:
+                    prepare(server.port, big_messages)
+                    before, peak = asyncio.run(measured(server.pid, lambda: abuse(server.port)))
+                finally:
+                    server.stop()
+                    (workdir / "abuse.sqlite").unlink(missing_ok=True)
+                results.setdefault(name, []).append((before, peak))
+                print(f"  {name:40s} before {before / MIB:7.1f} MiB  peak {peak / MIB:7.1f} MiB  "
+                      f"(+{(peak - before) / MIB:.1f})", flush=True)
     print("\nscenario                                  RSS before  peak during  growth   (MiB, medians over rounds)")
     for name, samples in results.items():
         before = statistics.median(b for b, _ in samples) / MIB

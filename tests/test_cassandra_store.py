@@ -16,8 +16,8 @@ from twisted.trial import unittest
 from queuey import timeuuid
 from queuey.config import Config, ConfigError, parse_config
 from queuey.errors import StorageUnavailable
-from queuey.responses import status_of
 from queuey.interfaces import MessageRange, MessageRef, NewMessage, QueueSettings
+from queuey.responses import status_of
 from queuey.storage import make_store
 from tests.services import CASSANDRA, require
 from tests.storage_contract import APP, StoreContract
