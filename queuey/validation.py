@@ -7,6 +7,7 @@ is wrong.
 
 from __future__ import annotations
 
+import functools
 import re
 import uuid
 from dataclasses import dataclass, replace
@@ -97,9 +98,15 @@ def parse_partition(text: Any, partitions: int) -> int:
     return parse_int(text, 1, partitions, "a partition number")
 
 
+@functools.lru_cache(maxsize=1024)
+def _is_media_type(text: str) -> bool:
+    """Cached: a batch usually names one content type (or none) for all its messages."""
+    return len(text) <= MAX_CONTENT_TYPE and MEDIA_TYPE.match(text) is not None
+
+
 def parse_media_type(text: Any) -> str:
     """A media type (``type/subtype`` and parameters) of at most MAX_CONTENT_TYPE characters."""
-    if not isinstance(text, str) or len(text) > MAX_CONTENT_TYPE or not MEDIA_TYPE.match(text):
+    if not isinstance(text, str) or len(text) > MAX_CONTENT_TYPE or not _is_media_type(text):
         raise ValueError(f"Must be a media type such as text/plain, of at most {MAX_CONTENT_TYPE} characters.")
     return text
 
