@@ -26,7 +26,8 @@ import queuey
 from queuey import decoding
 from queuey.admission import Access, Admission, BodyUse, Gate, RouteSpec, method_label
 from queuey.budget import ByteBudget
-from queuey.channel import ConnectionCap, Pace, QueueyRequest, QueueySite
+from queuey.channel import Pace, QueueyRequest, QueueySite
+from queuey.connections import ConnectionCap
 from queuey.core import Queuey, Result
 from queuey.errors import QueueyError, StorageUnavailable
 from queuey.responses import WRITE_SIZE, ResponseWriter, json_pieces, render_error, render_json, status_of

@@ -13,7 +13,8 @@ from twisted.logger import Logger
 from twisted.python import usage
 
 from queuey.app import QueueyApp
-from queuey.channel import QueueySite, connection_cap
+from queuey.channel import QueueySite
+from queuey.connections import connection_cap
 from queuey.config import Config, ConfigError, development_config, load_config
 from queuey.core import Queuey
 from queuey.storage import make_store

@@ -9,7 +9,7 @@ from twisted.internet.address import IPv4Address
 from twisted.internet.testing import StringTransport
 from twisted.trial import unittest
 
-from queuey.channel import RESERVED_FILES, ConnectionCap, Verdict, connection_cap, refusing_cap_for
+from queuey.connections import RESERVED_FILES, ConnectionCap, Verdict, connection_cap, refusing_cap_for
 from queuey.config import Config
 from queuey.responses import ResponseWriter
 from queuey.testing import DEFAULT_KEYS, MemoryQueuey
