@@ -111,17 +111,22 @@ def render_error(request: IRequest, error: QueueyError) -> bytes:
 def json_pieces(document: dict[str, Any], listed: str) -> tuple[list[bytes], int]:
     """``document`` as JSON in pieces, one per entry of its list ``listed``, and their total length.
 
-    Encoding entry by entry lets a large answer be written (and dropped) piece by
-    piece instead of as one more copy of the whole.
+    Keys keep their order.  Encoding entry by entry lets a long answer be written
+    (and let go of) piece by piece instead of as one more copy of the whole.
     """
-    entries = document[listed]
-    rest = orjson.dumps({k: v for k, v in document.items() if k != listed})
-    pieces = [b'{"%s":[' % listed.encode()]
-    for index, entry in enumerate(entries):
-        pieces.append(orjson.dumps(entry) if index == 0 else b"," + orjson.dumps(entry))
-    pieces.append(b"]" if rest == b"{}" else b"]," + rest[1:])
-    if rest == b"{}":
-        pieces.append(b"}")
+    pieces: list[bytes] = []
+    separator = b"{"
+    for key, value in document.items():
+        name = orjson.dumps(key)
+        if key == listed:
+            pieces.append(separator + name + b":[")
+            pieces.extend(orjson.dumps(entry) if index == 0 else b"," + orjson.dumps(entry)
+                          for index, entry in enumerate(value))
+            pieces.append(b"]")
+        else:
+            pieces.append(separator + name + b":" + orjson.dumps(value))
+        separator = b","
+    pieces.append(b"}" if pieces else b"{}")
     return pieces, sum(len(p) for p in pieces)
 
 
