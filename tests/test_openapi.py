@@ -22,6 +22,7 @@ from twisted.trial import unittest
 
 from queuey.app import OPENAPI, QueueyApp
 from tests.processes import start_queuey
+from tests.services import CASSANDRA, require
 
 KEY = "fuzz-key"
 OTHER_KEY = "other-key"
@@ -30,10 +31,7 @@ CONFIG = f"""
 fuzz = {KEY}
 other = {OTHER_KEY}
 
-[storage]
-backend = sqlite
-path = {{path}}
-
+{{storage}}
 [limits]
 request_head_timeout = 5
 """
@@ -70,15 +68,21 @@ class FuzzTests(unittest.TestCase):
 
     timeout = 900
 
+    def storage(self, directory: str) -> str:
+        return f"[storage]\nbackend = sqlite\npath = {directory}/queuey.sqlite\n"
+
     @defer.inlineCallbacks
     def setUp(self) -> Any:
         directory = os.path.abspath(self.mktemp())
         os.makedirs(directory)
         config = os.path.join(directory, "queuey.ini")
         with open(config, "w") as f:
-            f.write(CONFIG.format(path=os.path.join(directory, "queuey.sqlite")))
+            f.write(CONFIG.format(storage=self.storage(directory)))
         self.server = yield start_queuey(self, config)
         auth = {"Authorization": f"Application {KEY}"}
+        for name in ("q", "pub"):  # fresh, whatever an earlier run left in the store
+            response = yield treq.delete(f"{self.server.base}/v1/fuzz/{name}", headers=auth, persistent=False)
+            yield response.content()
         for form in ({"queue_name": "q", "partitions": "3"}, {"queue_name": "pub", "type": "public"}):
             response = yield treq.post(self.server.base + "/v1/fuzz", data=form, headers=auth, persistent=False)
             self.assertEqual(response.code, 201, (yield response.text()))
@@ -135,3 +139,12 @@ class FuzzTests(unittest.TestCase):
                 except Unsatisfiable:
                     if mode is GenerationMode.POSITIVE:  # nothing to make invalid is fine
                         raise
+
+
+class CassandraFuzzTests(FuzzTests):
+    """The same fuzzing against a twistd queuey on Cassandra."""
+
+    def storage(self, directory: str) -> str:
+        hosts = require(CASSANDRA, "Cassandra")
+        return (f"[storage]\nbackend = cassandra\nhosts = {hosts}\nkeyspace = queuey_test_fuzz\n"
+                "replication = SimpleStrategy:1\n")
