@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: setup run test test-cluster bench bench-cassandra clean
+.PHONY: setup run test test-cluster bench bench-cassandra bench-abuse clean
 
 $(BIN)/twistd: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -15,7 +15,7 @@ setup: $(BIN)/twistd
 
 # The service on the embedded SQLite store, development configuration, port 5000.
 run: setup
-	$(BIN)/twistd -n --pidfile= queuey $(if $(CONFIG),--config $(CONFIG)) --port $(or $(PORT),tcp:5000:interface=127.0.0.1)
+	$(BIN)/twistd -n --pidfile= queuey $(if $(CONFIG),--config $(CONFIG)) --port $(or $(PORT),tcp:5000:interface=127.0.0.1:backlog=4096)
 
 # Everything: installs what is missing, starts ZooKeeper and Cassandra, runs trial, stops them.
 test: setup
@@ -30,6 +30,10 @@ bench: setup
 
 bench-cassandra: setup
 	$(BIN)/python bench/cassandra_bench.py
+
+# Server memory while clients abuse it (docs/api.rst, Limits).
+bench-abuse: setup
+	$(BIN)/python bench/abuse_bench.py
 
 # Removes what this checkout made. The first runs also filled caches outside it,
 # shared by every checkout, which it names and leaves alone.

@@ -34,6 +34,18 @@ class Config:
         default_factory=lambda: {level: 0.0 for level in CONSISTENCY_LEVELS})
     max_message_bytes: int = 262144
     max_request_bytes: int = 16 * 1024 * 1024
+    #: Seconds a client has to send a whole request head (line and headers).
+    request_head_timeout: float = 10.0
+    #: Bytes per second a request body must keep up, on top of request_head_timeout.
+    body_min_rate: int = 4096
+    #: Connections served at once; past it new ones get 503 (lowered below the file limit).
+    max_connections: int = 4096
+    #: Bytes of message bodies one range read may return; a page cut by it says so.
+    max_response_bytes: int = 8 * 1024 * 1024
+    #: Request body bytes held in memory over all connections at once.
+    max_body_bytes_in_flight: int = 64 * 1024 * 1024
+    #: How far ahead of now the time of a message id named by PUT may be.
+    max_future_id_seconds: float = 3600.0
     poll_interval: float = 1.0
     expiry_interval: float = 60.0
     source: str = "<development defaults>"
@@ -130,14 +142,41 @@ def parse_config(text: str, source: str = "<string>",
         get("storage", "path")  # required for the embedded store
 
     delays = {level: float(number("delays", level, "0", float, 0)) for level in CONSISTENCY_LEVELS}
+    limits = parse_limits(number)
     return Config(
         application_keys=keys,
         backend=backend,
         storage=storage,
         delays=delays,
-        max_message_bytes=int(number("limits", "max_message_bytes", "262144", int, 1)),
-        max_request_bytes=int(number("limits", "max_request_bytes", str(16 * 1024 * 1024), int, 1)),
+        **limits,
         poll_interval=float(number("longpoll", "poll_interval", "1", float, 0.01)),
         expiry_interval=float(number("storage", "expiry_interval", "60", float, 0.01)),
         source=source,
     )
+
+
+#: ``[limits]`` keys: (kind, least value).  Defaults are Config's; docs/api.rst lists them all.
+LIMIT_KEYS: dict[str, tuple[type, float]] = {
+    "max_message_bytes": (int, 1),
+    "max_request_bytes": (int, 1),
+    "request_head_timeout": (float, 0.1),
+    "body_min_rate": (int, 1),
+    "max_connections": (int, 1),
+    "max_response_bytes": (int, 1),
+    "max_body_bytes_in_flight": (int, 1),
+    "max_future_id_seconds": (float, 0),
+}
+
+
+def parse_limits(number: Any) -> dict[str, Any]:
+    """The ``[limits]`` section, checked, as Config keyword arguments."""
+    defaults = Config(application_keys={})
+    limits = {key: kind(number("limits", key, str(getattr(defaults, key)), kind, low))
+              for key, (kind, low) in LIMIT_KEYS.items()}
+    if limits["max_response_bytes"] < limits["max_message_bytes"]:
+        raise ConfigError("[limits] max_response_bytes: must be at least max_message_bytes "
+                          f"({limits['max_message_bytes']}), so that any one message can be read")
+    if limits["max_body_bytes_in_flight"] < limits["max_request_bytes"]:
+        raise ConfigError("[limits] max_body_bytes_in_flight: must be at least max_request_bytes "
+                          f"({limits['max_request_bytes']})")
+    return limits

@@ -51,7 +51,9 @@ class MessageRange:
     """Which messages of one partition a range read wants, in the store's id order.
 
     ``lower`` is compared in the store's timeuuid order (see queuey.timeuuid);
-    ``upper`` is inclusive and comes from the read delay.
+    ``upper`` is inclusive and comes from the read delay.  ``max_bytes`` bounds
+    the bodies read: rows come until their bodies add up to it (the row that
+    reaches it included, so at least one), however many ``limit`` allows.
     """
 
     lower: uuid.UUID | None = None
@@ -59,6 +61,11 @@ class MessageRange:
     upper: uuid.UUID | None = None
     limit: int = 100
     descending: bool = False
+    max_bytes: int | None = None
+
+    def full(self, body_bytes: int) -> bool:
+        """True once bodies of ``body_bytes`` have reached ``max_bytes``."""
+        return self.max_bytes is not None and body_bytes >= self.max_bytes
 
 
 @dataclass(frozen=True)
@@ -73,7 +80,8 @@ class IMessageStore(Interface):
     """Where queues and messages live.  Every method returns a Deferred.
 
     Failures of the store itself errback with
-    :class:`queuey.errors.StorageUnavailable`.  Expired messages are never
+    :class:`queuey.errors.StorageUnavailable`; the other storage errors are
+    :class:`queuey.errors.QueueExists` and :class:`queuey.errors.QueueMissing`.  Expired messages are never
     returned or counted.
     """
 

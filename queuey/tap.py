@@ -2,21 +2,28 @@
 
 from __future__ import annotations
 
+import resource
 import sys
 from typing import Any
 
-from twisted.application import service, strports
+from twisted.application import service
+from twisted.internet import endpoints
 from twisted.internet import defer
 from twisted.logger import Logger
 from twisted.python import usage
 
-from queuey.app import QueueyApp, QueueySite
+from queuey.app import QueueyApp
+from queuey.channel import QueueySite
+from queuey.connections import connection_cap
 from queuey.config import Config, ConfigError, development_config, load_config
 from queuey.core import Queuey
 from queuey.storage import make_store
 
 log = Logger()
-DEFAULT_PORT = "tcp:5000:interface=127.0.0.1"
+#: A listen backlog of 4096 (Twisted's default is 50) lets a burst of connects wait in the
+#: kernel instead of being retried by the clients a second later.  Linux caps it at
+#: net.core.somaxconn.  Give ``backlog=N`` in --port to choose another.
+DEFAULT_PORT = "tcp:5000:interface=127.0.0.1:backlog=4096"
 
 
 class Options(usage.Options):
@@ -70,14 +77,49 @@ class QueueyService(service.MultiService):
         yield self.core.store.close()
 
 
+class ListeningService(service.Service):
+    """Listens on an endpoint string with Queuey's site, whose connection cap may pause accepting."""
+
+    def __init__(self, description: str, site: QueueySite, reactor: Any) -> None:
+        self.endpoint = endpoints.serverFromString(reactor, description)
+        self.site = site
+        self._reactor = reactor
+        self.port: Any = None
+
+    def startService(self) -> None:
+        super().startService()
+
+        def listening(port: Any) -> None:
+            self.port = port
+            self.site.connections.watch(port)
+
+        def failed(failure: Any) -> None:
+            log.critical("Could not listen: {error}", error=failure.getErrorMessage())
+            self._reactor.stop()
+
+        self.endpoint.listen(self.site).addCallbacks(listening, failed)
+
+    def stopService(self) -> Any:
+        super().stopService()
+        port, self.port = self.port, None
+        return port.stopListening() if port is not None else None
+
+
 def make_service(config: Config, port: str, reactor: Any) -> service.MultiService:
     """The Queuey service: the store, then an HTTP site on ``port``."""
     store = make_store(config, reactor)
     core = Queuey(config, store, reactor)
-    site = QueueySite(QueueyApp(core).resource(), config.max_request_bytes)
-    site.displayTracebacks = False
+    file_limit = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    if file_limit == resource.RLIM_INFINITY:
+        file_limit = 1 << 30
+    cap = connection_cap(config.max_connections, file_limit)
+    if cap < config.max_connections:
+        log.warn("[limits] max_connections = {configured} does not fit the open-file limit ({files}); "
+                 "serving at most {cap} connections at once", configured=config.max_connections,
+                 files=file_limit, cap=cap)
+    site = QueueyApp(core).site(reactor, max_connections=cap)
     top = QueueyService(core, reactor)
-    strports.service(port, site, reactor=reactor).setServiceParent(top)
+    ListeningService(port, site, reactor).setServiceParent(top)
     return top
 
 

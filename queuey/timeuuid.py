@@ -125,6 +125,10 @@ class TimeUUIDGenerator:
         self.clock_seq = int.from_bytes(os.urandom(2), "big") & 0x3FFF if clock_seq is None else clock_seq
         self._last = -1
 
+    def now_ticks(self) -> int:
+        """The later of the clock and the last id made: no id of this process is after it."""
+        return max(self._now_ticks(), self._last)
+
     def next(self) -> uuid.UUID:
         ticks = max(self._now_ticks(), self._last + 1)
         self._last = ticks

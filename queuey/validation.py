@@ -7,9 +7,10 @@ is wrong.
 
 from __future__ import annotations
 
+import functools
 import re
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Callable, Mapping, TypeVar
 
 from queuey import timeuuid
@@ -25,7 +26,12 @@ DEFAULT_TTL = 259200
 MAX_BATCH = 1000
 MAX_LIMIT = 1000
 MAX_WAIT = 60
+MAX_PRINCIPLES = 100
+MAX_CONTENT_TYPE = 255
 DEFAULT_CONTENT_TYPE = "text/plain"
+SINGLE_CONTENT_TYPE = "application/octet-stream"
+_TOKEN = r"[!#$%&'*+.^_`|~0-9A-Za-z-]+"
+MEDIA_TYPE = re.compile(rf"^{_TOKEN}/{_TOKEN}(\s*;[\x20-\x7e\t]*)?$")
 
 Params = Mapping[str, Any]
 
@@ -92,15 +98,30 @@ def parse_partition(text: Any, partitions: int) -> int:
     return parse_int(text, 1, partitions, "a partition number")
 
 
+@functools.lru_cache(maxsize=1024)
+def _is_media_type(text: str) -> bool:
+    """Cached: a batch usually names one content type (or none) for all its messages."""
+    return len(text) <= MAX_CONTENT_TYPE and MEDIA_TYPE.match(text) is not None
+
+
+def parse_media_type(text: Any) -> str:
+    """A media type (``type/subtype`` and parameters) of at most MAX_CONTENT_TYPE characters."""
+    if not isinstance(text, str) or len(text) > MAX_CONTENT_TYPE or not _is_media_type(text):
+        raise ValueError(f"Must be a media type such as text/plain, of at most {MAX_CONTENT_TYPE} characters.")
+    return text
+
+
 def parse_principles(text: Any) -> tuple[str, ...]:
-    """A comma list of ``app:<name>``; empty means no restriction."""
+    """A comma list of at most MAX_PRINCIPLES ``app:<name>``; empty means no restriction."""
     if isinstance(text, (list, tuple)):
         entries = [str(e).strip() for e in text]
     elif isinstance(text, str):
-        entries = [e.strip() for e in text.split(",")]
+        entries = [e.strip() for e in text.split(",", MAX_PRINCIPLES * 2)]
     else:
         raise ValueError("Must be a comma-separated list of app:<name>.")
     entries = [e for e in entries if e]
+    if len(entries) > MAX_PRINCIPLES:
+        raise ValueError(f"At most {MAX_PRINCIPLES} entries, not {len(entries)}.")
     for entry in entries:
         kind, _, name = entry.partition(":")
         if kind != "app" or not is_valid_name(name):
@@ -182,6 +203,7 @@ class ReadQuery:
     """A checked range read: which partitions, where to start, how many, how long to wait."""
 
     partitions: tuple[int, ...] = (1,)
+    all_partitions: bool = False
     since_ticks: int | None = None
     since_id: uuid.UUID | None = None
     after_id: uuid.UUID | None = None
@@ -189,17 +211,32 @@ class ReadQuery:
     descending: bool = False
     wait: float = 0
 
+    def for_partitions(self, partitions: int) -> "ReadQuery":
+        """This query on a queue of ``partitions``; InvalidParameters when it names more."""
+        if self.all_partitions:
+            return replace(self, partitions=tuple(range(1, partitions + 1)))
+        beyond = [p for p in self.partitions if p > partitions]
+        if beyond:
+            raise InvalidParameters({"partitions": f"Must be partition numbers from 1 to {partitions}, "
+                                                   f"not {beyond[0]}."})
+        return self
+
 
 def parse_partitions(text: str, partitions: int) -> tuple[int, ...]:
     if text.strip() == "all":
         return tuple(range(1, partitions + 1))
-    chosen = [parse_partition(part, partitions) for part in text.split(",")]
+    chosen = [parse_partition(part, partitions) for part in text.split(",", MAX_PARTITIONS)]
     return tuple(dict.fromkeys(chosen))
 
 
-def parse_read_query(params: Params, partitions: int) -> ReadQuery:
-    """Check the query string of a range read on a queue with ``partitions``."""
+def parse_read_query(params: Params, partitions: int = MAX_PARTITIONS) -> ReadQuery:
+    """Check the query string of a range read on a queue with ``partitions``.
+
+    Without the queue's count the HTTP layer passes MAX_PARTITIONS; the core then
+    narrows the query to the queue with :meth:`ReadQuery.for_partitions`.
+    """
     collect = _Collector()
+    every = str(params.get("partitions", "1")).strip() == "all"
     chosen = collect.run("partitions", lambda: parse_partitions(str(params.get("partitions", "1")), partitions))
     since_ticks = since_id = after_id = None
     if "since" in params:
@@ -219,7 +256,7 @@ def parse_read_query(params: Params, partitions: int) -> ReadQuery:
     order = collect.run("order", lambda: parse_choice(params.get("order", "ascending"), ("ascending", "descending")))
     wait = collect.run("wait", lambda: parse_int(params.get("wait", "0"), 0, MAX_WAIT, "a number of seconds"))
     collect.raise_if_any()
-    return ReadQuery(chosen or (1,), since_ticks, since_id, after_id, limit or 100,
+    return ReadQuery(chosen or (1,), every, since_ticks, since_id, after_id, limit or 100,
                      order == "descending", wait or 0)
 
 
@@ -246,18 +283,27 @@ class MessageInput:
     partition: int | None
 
 
+@dataclass(frozen=True)
+class PostedMessages:
+    """What one POST carries: a single message, or a ``batch`` (errors then name ``N.field``)."""
+
+    messages: tuple[MessageInput, ...]
+    batch: bool
+
+
 def parse_single_message(body: bytes, content_type: str | None, ttl: str | None,
                          partition: str | None, partitions: int) -> MessageInput:
     """A message posted as the whole request body, with X-TTL and X-Partition headers."""
     collect = _Collector()
     if not body:
         collect.errors["body"] = "The message body is empty."
+    checked_type = SINGLE_CONTENT_TYPE if content_type is None else collect.run(
+        "content_type", lambda: parse_media_type(content_type))
     checked_ttl = DEFAULT_TTL if ttl is None else collect.run("ttl", lambda: parse_ttl(ttl))
     checked_partition = None if partition is None else collect.run(
         "partition", lambda: parse_partition(partition, partitions))
     collect.raise_if_any()
-    return MessageInput(body, content_type or "application/octet-stream",
-                        checked_ttl or DEFAULT_TTL, checked_partition)
+    return MessageInput(body, checked_type or SINGLE_CONTENT_TYPE, checked_ttl or DEFAULT_TTL, checked_partition)
 
 
 def parse_batch(document: Any, partitions: int) -> tuple[MessageInput, ...]:
@@ -280,12 +326,12 @@ def parse_batch(document: Any, partitions: int) -> tuple[MessageInput, ...]:
         if not isinstance(body, str) or not body:
             collect.errors[f"{index}.body"] = "Must be a non-empty string."
             body = ""
-        content_type = entry.get("content_type", DEFAULT_CONTENT_TYPE)
-        if not isinstance(content_type, str) or not content_type:
-            collect.errors[f"{index}.content_type"] = "Must be a non-empty string."
+        content_type = collect.run(f"{index}.content_type",
+                                   lambda: parse_media_type(entry.get("content_type", DEFAULT_CONTENT_TYPE)))
         ttl = collect.run(f"{index}.ttl", lambda: parse_ttl(entry["ttl"])) if "ttl" in entry else DEFAULT_TTL
         partition = (collect.run(f"{index}.partition", lambda: parse_partition(entry["partition"], partitions))
                      if "partition" in entry else None)
-        checked.append(MessageInput(body.encode("utf-8"), str(content_type), ttl or DEFAULT_TTL, partition))
+        checked.append(MessageInput(body.encode("utf-8"), content_type or DEFAULT_CONTENT_TYPE,
+                                    ttl or DEFAULT_TTL, partition))
     collect.raise_if_any()
     return tuple(checked)

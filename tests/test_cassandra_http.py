@@ -20,7 +20,7 @@ from twisted.trial.unittest import SkipTest
 from twisted.web.client import Agent, HTTPConnectionPool
 
 import tests.test_http as http_tests
-from queuey.app import QueueyApp, QueueySite
+from queuey.app import QueueyApp
 from queuey.config import Config
 from queuey.core import Queuey
 from tests.test_cassandra_store import cassandra_settings
@@ -62,8 +62,7 @@ class CassandraQueuey:
                         break
                     for queue in queues:
                         yield self.store.delete_queue(application, queue.queue_name)
-            site = QueueySite(self.app.resource(), self.config.max_request_bytes)
-            site.displayTracebacks = False
+            site = self.app.site(reactor)
             self.port = reactor.listenTCP(0, site, interface="127.0.0.1")
             self.base = f"http://127.0.0.1:{self.port.getHost().port}"
             self._ready = True

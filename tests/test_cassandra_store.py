@@ -17,6 +17,7 @@ from queuey import timeuuid
 from queuey.config import Config, ConfigError, parse_config
 from queuey.errors import StorageUnavailable
 from queuey.interfaces import MessageRange, MessageRef, NewMessage, QueueSettings
+from queuey.responses import status_of
 from queuey.storage import make_store
 from tests.services import CASSANDRA, require
 from tests.storage_contract import APP, StoreContract
@@ -267,7 +268,7 @@ class UnavailableTests(unittest.TestCase):
             with self.assertRaises(StorageUnavailable) as raised:
                 yield store.put_messages(queue, [NewMessage(ids.next(), 1, b"x", "text/plain", 60)])
             self.assertIn("Unavailable", str(raised.exception))
-            self.assertEqual(raised.exception.status, 503)
+            self.assertEqual(status_of(raised.exception), 503)
             with self.assertRaises(StorageUnavailable):
                 yield store.read_messages(queue, 1, MessageRange())
         with self.assertRaises(StorageUnavailable):

@@ -30,7 +30,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
-from twisted.internet import defer, threads
+from twisted.internet import defer, task, threads
 from twisted.logger import Logger
 from zope.interface import implementer
 
@@ -70,6 +70,13 @@ MIN_BUCKET, MAX_BUCKET = -(2 ** 63), 2 ** 63 - 1
 #: Bytes of message bodies per single-partition batch; keeps mutations well under
 #: Cassandra's max_mutation_size (half the commit log segment, 16 MiB by default).
 MAX_BATCH_BYTES = 4 * 1024 * 1024
+#: A range read's page holds max_bytes / RANGE_PAGE_DIVISOR rows (64 to 1000), so
+#: pages of large messages stay a few tens of MiB and pages of small ones stay few.
+RANGE_PAGE_DIVISOR = 32 * 1024
+#: Tries of a statement the driver could not send because the connection's socket
+#: was full (ConnectionBusy: nothing was sent), and the first pause between them.
+BUSY_TRIES = 12
+BUSY_PAUSE = 0.005
 #: gc_grace_seconds of the message tables: tombstones there only hide deleted
 #: messages, which expire by TTL anyway; 3 h is the default hint window.
 MESSAGE_GC_GRACE = 10800
@@ -231,6 +238,22 @@ UNAVAILABLE_ERRORS = (RequestExecutionException, OperationTimedOut, NoHostAvaila
                       ConnectionException, ConnectionBusy, OverloadedErrorMessage, ServerError)
 
 
+class _NothingSent(Exception):
+    """The driver gave up on a statement before sending any of it; sending it again is safe."""
+
+    def __init__(self, error: BaseException) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
+def nothing_sent(error: BaseException) -> bool:
+    """True when every host refused ``error``'s statement with ConnectionBusy (a full socket)."""
+    if isinstance(error, ConnectionBusy):
+        return True
+    return (isinstance(error, NoHostAvailable) and bool(error.errors)
+            and all(isinstance(e, ConnectionBusy) for e in error.errors.values()))
+
+
 def translate(error: BaseException) -> BaseException:
     """Driver errors that mean "not now" become StorageUnavailable; others stay as they are."""
     if isinstance(error, StorageUnavailable):
@@ -370,11 +393,24 @@ class CassandraStore:
             bound.serial_consistency_level = self._serial
         return bound
 
-    def _execute(self, statement: Any, profile: Any = EXEC_PROFILE_DEFAULT) -> defer.Deferred[list[Any]]:
-        """Run one statement (all its pages), bounded by the in-flight limit."""
-        return self._limit.run(self._start, statement, profile)
+    def _execute(self, statement: Any, profile: Any = EXEC_PROFILE_DEFAULT,
+                 until: Callable[[list[Any]], bool] | None = None) -> defer.Deferred[list[Any]]:
+        """Run one statement (its pages, until ``until(rows)`` says enough), bounded by the in-flight limit."""
+        return self._limit.run(self._send, statement, profile, until, 0)
 
-    def _start(self, statement: Any, profile: Any) -> defer.Deferred[list[Any]]:
+    def _send(self, statement: Any, profile: Any, until: Any, attempt: int) -> defer.Deferred[list[Any]]:
+        return self._start(statement, profile, until).addErrback(
+            self._resend_if_busy, statement, profile, until, attempt)
+
+    def _resend_if_busy(self, failure: Any, statement: Any, profile: Any, until: Any, attempt: int) -> Any:
+        """A statement the driver never sent (its connection's socket was full) goes again, after a pause."""
+        failure.trap(_NothingSent)
+        if attempt + 1 >= BUSY_TRIES:
+            raise translate(failure.value.error)
+        return task.deferLater(self._reactor, BUSY_PAUSE * 2 ** attempt,
+                               self._send, statement, profile, until, attempt + 1)
+
+    def _start(self, statement: Any, profile: Any, until: Any = None) -> defer.Deferred[list[Any]]:
         session = self._session
         if session is None:
             return defer.fail(StorageUnavailable("Cassandra store is not open"))
@@ -390,7 +426,7 @@ class CassandraStore:
             try:
                 if page_rows:
                     rows.extend(page_rows)
-                if future.has_more_pages:
+                if future.has_more_pages and not (until is not None and until(rows)):
                     future.start_fetching_next_page()
                     return
             except Exception as e:  # never leave the Deferred hanging
@@ -399,7 +435,7 @@ class CassandraStore:
             call(result.callback, rows)
 
         def failed(error: BaseException) -> None:  # on a driver thread
-            call(result.errback, translate(error))
+            call(result.errback, _NothingSent(error) if nothing_sent(error) else translate(error))
 
         future.add_callbacks(page, failed)
         return result
@@ -562,17 +598,31 @@ class CassandraStore:
             wanted.descending, level)
         name = ("range_desc" if wanted.descending else "range") + ("" if wanted.lower_inclusive else "_after")
         found: list[Message] = []
+        body_bytes = 0
         window = 1
-        while buckets and len(found) < wanted.limit:
+        while buckets and len(found) < wanted.limit and not wanted.full(body_bytes):
             now, buckets = buckets[:window], buckets[window:]
             window = min(window * 2, 8)
             remaining = wanted.limit - len(found)
-            groups = yield self._gather([self._execute(self._bound(
-                name, queue.application, queue.queue_name, queue.created, partition, bucket, lower, upper,
-                remaining, consistency=level)) for bucket in now])
+            groups = yield self._gather([self._execute(
+                self._range_statement(name, queue, partition, bucket, lower, upper, remaining, wanted, level),
+                until=_bodies_reach(wanted)) for bucket in now])
             for rows in groups:
-                found.extend(Message(row[0], partition, row[2], row[1]) for row in rows)
-        return found[:wanted.limit]
+                for row in rows:
+                    if len(found) == wanted.limit or wanted.full(body_bytes):
+                        break
+                    found.append(Message(row[0], partition, row[2], row[1]))
+                    body_bytes += len(row[2])
+        return found
+
+    def _range_statement(self, name: str, queue: QueueSettings, partition: int, bucket: int, lower: Any,
+                         upper: Any, limit: int, wanted: MessageRange, level: int) -> Any:
+        """A range query of one bucket whose pages hold a bounded number of rows."""
+        statement = self._bound(name, queue.application, queue.queue_name, queue.created, partition, bucket,
+                                lower, upper, limit, consistency=level)
+        if wanted.max_bytes is not None:
+            statement.fetch_size = min(1000, max(64, wanted.max_bytes // RANGE_PAGE_DIVISOR))
+        return statement
 
     @defer.inlineCallbacks
     def get_messages(self, queue: QueueSettings, refs: Sequence[MessageRef]) -> Any:
@@ -608,6 +658,13 @@ class CassandraStore:
 
         ids = yield self._gather([newest(p) for p in partitions])
         return {p: i for p, i in zip(partitions, ids) if i is not None}
+
+
+def _bodies_reach(wanted: MessageRange) -> Callable[[list[Any]], bool]:
+    """For _execute: stop fetching pages of (id, content_type, body) rows once the bodies fill ``wanted``."""
+    def full(rows: list[Any]) -> bool:
+        return wanted.full(sum(len(row[2]) for row in rows))
+    return full
 
 
 def _chunks(group: list[NewMessage]) -> Iterable[list[NewMessage]]:

@@ -29,7 +29,7 @@ from zope.interface import implementer
 
 from queuey import timeuuid
 from queuey.config import Config, ConfigError
-from queuey.errors import NotFound, QueueExists, StorageUnavailable
+from queuey.errors import QueueExists, QueueMissing, StorageUnavailable
 from queuey.interfaces import (IMessageStore, Message, MessageRange, MessageRef,
                                NewMessage, QueueSettings)
 
@@ -413,7 +413,7 @@ class SQLiteStore:
             row = conn.execute("SELECT qid FROM queues WHERE application = ? AND queue_name = ?",
                                (queue.application, queue.queue_name)).fetchone()
             if row is None:  # deleted since the request looked it up
-                raise NotFound(f"No queue {queue.queue_name!r} in application {queue.application!r}.")
+                raise QueueMissing(f"No queue {queue.queue_name!r} in application {queue.application!r}.")
             qid = row[0]
             conn.executemany(
                 "INSERT INTO messages (qid, partition, key, expires_ms, content_type, body) "
@@ -440,8 +440,14 @@ class SQLiteStore:
                f"ORDER BY key {'DESC' if wanted.descending else 'ASC'} LIMIT ?")
 
         def select(conn: sqlite3.Connection) -> list[Message]:
-            return [Message(timeuuid.from_sort_key(key), partition, body, content_type)
-                    for key, content_type, body in conn.execute(sql, params)]
+            found = []
+            body_bytes = 0
+            for key, content_type, body in conn.execute(sql, params):  # rows step one by one
+                found.append(Message(timeuuid.from_sort_key(key), partition, body, content_type))
+                body_bytes += len(body)
+                if wanted.full(body_bytes):
+                    break
+            return found
         return self._runner.read(select)
 
     def get_messages(self, queue: QueueSettings, refs: Sequence[MessageRef]) -> defer.Deferred[list[Message]]:
