@@ -11,7 +11,7 @@ from importlib import metadata
 from typing import Any, Callable, Mapping
 
 from qdo.assign import Partition
-from queuey.config import ConfigError, IniFile, read_text
+from queuey.ini import ConfigError, IniFile, read_text
 
 JOB_GROUP = "qdo.jobs"
 ERROR_QUEUE = "qdo_error"

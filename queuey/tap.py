@@ -35,11 +35,7 @@ class Options(usage.Options):
     ]
 
     def postOptions(self) -> None:
-        try:
-            self.config = load_config(self["config"]) if self["config"] else development_config()
-        except ConfigError as e:
-            sys.stderr.write(f"twistd queuey: bad configuration: {e}\n")
-            raise SystemExit(2) from None
+        self.config = configuration(self["config"], "twistd queuey")
 
 
 class QueueyService(service.MultiService):
@@ -105,6 +101,21 @@ class ListeningService(service.Service):
         return port.stopListening() if port is not None else None
 
 
+def configuration(path: str | None, program: str) -> Config:
+    """The configuration at ``path`` (the development one without); on a bad file, every problem
+    on stderr, one line each, and exit 2."""
+    try:
+        return load_config(path) if path else development_config()
+    except ConfigError as e:
+        sys.stderr.write(describe_problems(program, e))
+        raise SystemExit(2) from None
+
+
+def describe_problems(program: str, error: ConfigError) -> str:
+    """The lines that report a bad configuration."""
+    return "".join(f"{program}: bad configuration: {problem}\n" for problem in error.problems)
+
+
 def make_service(config: Config, port: str, reactor: Any) -> service.MultiService:
     """The Queuey service: the store, then an HTTP site on ``port``."""
     store = make_store(config, reactor)
@@ -130,12 +141,15 @@ def makeService(options: Options) -> service.MultiService:
         (app, keys), = config.application_keys.items()
         log.warn("No --config given: running the DEVELOPMENT configuration: application {app!r}, "
                  "key {key!r} (send 'Authorization: Application {key}'), SQLite at {path}. "
-                 "Do not use it in production.", app=app, key=keys[0], path=config.storage["path"])
+                 "Do not use it in production.", app=app, key=keys[0], path=getattr(config.storage, "path", ""))
     else:
         log.info("Configuration from {path}: {backend} backend, applications {apps}",
                  path=options["config"], backend=config.backend, apps=", ".join(config.application_keys))
+    for warning in config.warnings:
+        log.warn("{path}: {warning}", path=options["config"], warning=warning)
     try:
-        return make_service(config, options["port"], reactor)
-    except ConfigError as e:
-        sys.stderr.write(f"twistd queuey: bad configuration: {e}\n")
+        endpoints.serverFromString(reactor, options["port"])
+    except ValueError as e:
+        sys.stderr.write(f"twistd queuey: --port {options['port']!r} is not an endpoint string: {e}\n")
         raise SystemExit(2) from None
+    return make_service(config, options["port"], reactor)

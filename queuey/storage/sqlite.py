@@ -28,7 +28,7 @@ from twisted.python.threadpool import ThreadPool
 from zope.interface import implementer
 
 from queuey import timeuuid
-from queuey.config import Config, ConfigError
+from queuey.config import SQLiteSettings
 from queuey.errors import QueueExists, QueueMissing, StorageUnavailable
 from queuey.interfaces import (IMessageStore, Message, MessageRange, MessageRef,
                                NewMessage, QueueSettings)
@@ -264,21 +264,9 @@ class SQLiteStore:
         self._sweeping: defer.Deferred[int] | None = None
 
     @classmethod
-    def from_config(cls, config: Config, reactor: Any) -> "SQLiteStore":
-        path = config.storage.get("path")
-        if not path:
-            raise ConfigError("[storage] path: missing (required for the sqlite backend)")
-        synchronous = config.storage.get("synchronous", "FULL").upper()
-        if synchronous not in ("NORMAL", "FULL", "EXTRA"):
-            raise ConfigError("[storage] synchronous: use NORMAL, FULL or EXTRA")
-        try:
-            readers = int(config.storage.get("readers", "4"))
-        except ValueError:
-            raise ConfigError("[storage] readers: not a whole number") from None
-        if readers < 1:
-            raise ConfigError("[storage] readers: must be at least 1")
-        return cls(ThreadedRunner(path, reactor, readers, synchronous), reactor,
-                   config.expiry_interval)
+    def from_settings(cls, settings: SQLiteSettings, reactor: Any) -> "SQLiteStore":
+        return cls(ThreadedRunner(settings.path, reactor, settings.readers, settings.synchronous.value), reactor,
+                   settings.expiry_interval)
 
     @classmethod
     def in_memory(cls, clock: IReactorTime) -> "SQLiteStore":
