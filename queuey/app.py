@@ -237,6 +237,11 @@ class QueueyApp:
     async def delete_queue(self, request: QueueyRequest, application: str, queue: str) -> Result:
         return await self.core.delete_queue(_principal(request), application, queue)
 
+    @app.route("/v1/<application>/<queue>/info", methods=["GET"])
+    @spec("queue", Access.APPLICATION)
+    async def queue_info(self, request: QueueyRequest, application: str, queue: str) -> Result:
+        return await self.core.queue_info(_principal(request), application, queue)
+
     # -- messages ---------------------------------------------------------
 
     @app.route("/v1/<application>/<queue>", methods=["POST"])

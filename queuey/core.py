@@ -183,6 +183,12 @@ class Queuey:
             raise NotFound(f"No queue {queue_name!r} in application {application!r}.")
         return {"status": "ok", **queue_json(stored)}
 
+    async def queue_info(self, principal: str | None, application: str, queue_name: str) -> Result:
+        """What a reader needs to read a queue (partitions, type, consistency), for whoever may read it."""
+        queue = await self._consumable_queue(principal, application, queue_name, reading=True)
+        return {"status": "ok", "queue_name": queue.queue_name, "partitions": queue.partitions,
+                "type": queue.type, "consistency": queue.consistency}
+
     async def delete_queue(self, principal: str | None, application: str, queue_name: str) -> Result:
         await self._owned_queue(principal, application, queue_name)
         if not await self.store.delete_queue(application, queue_name):

@@ -13,13 +13,15 @@ import os
 import uuid
 from typing import Any
 
-from twisted.internet import defer
+from twisted.internet import defer, reactor
 from twisted.trial.unittest import TestCase
 
 from qdo.assign import Partition, minimal_moves
 from qdo.offsets import id_key
+from queuey.client import Forbidden, QueueyClient
 from tests.services import ZOOKEEPER, require
-from tests.qdo_harness import (Group, OffsetSampler, Queuey, TCPProxy, Worker, post_spread, wait_for)
+from tests.qdo_harness import (PRINCIPAL, PRINCIPAL_KEY, Group, OffsetSampler, Queuey, TCPProxy, Worker,
+                               post_spread, wait_for)
 from tests.qdo_journal import done_ids, order_violations, overlaps, read_journals
 
 
@@ -236,6 +238,35 @@ class DiscoveryTests(Scenario):
         await self.check_offsets()
 
     def test_new_partitions_and_queues_are_picked_up(self) -> defer.Deferred[None]:
+        return defer.ensureDeferred(self._test())
+
+
+class PrincipalTests(Scenario):
+    """Workers holding only a principal's key consume another application's partitioned queue that lists
+    that principal: the queue's partitions come from the reader's info request, not from listing."""
+
+    async def _test(self) -> None:
+        reader = QueueyClient(self.queuey.url, PRINCIPAL_KEY, reactor=reactor, retries=1)
+        self.addCleanup(reader.close)
+        await self.client.create_queue("jobs", partitions=3, principles=[f"app:{PRINCIPAL}"])
+        with self.assertRaises(Forbidden):  # the principal may not list the owner's queues
+            await reader.all_queues()
+        a = self.worker("a", queues="jobs", key=PRINCIPAL_KEY, discover_interval=0.5)
+        b = self.worker("b", queues="jobs", key=PRINCIPAL_KEY, discover_interval=0.5)
+        await self.at_rest([a, b], {"jobs-1", "jobs-2", "jobs-3"})
+        self.sampler.start()
+        await self.post("jobs", 3, 300, "before")
+        await self.client.update_queue("jobs", partitions=4)  # found by the leader's next discovery
+        await self.at_rest([a, b], {"jobs-1", "jobs-2", "jobs-3", "jobs-4"})
+        await self.post("jobs", 4, 200, "after")
+        await self.all_done()
+        self.check_journal()
+        self.client = reader  # the owner may no longer read the queue; its reader checks the offsets
+        await self.check_offsets()
+        for worker in (a, b):
+            self.assertNotIn("Could not list the queues", worker.log())
+
+    def test_principal_key_consumes_a_listed_queue(self) -> defer.Deferred[None]:
         return defer.ensureDeferred(self._test())
 
 

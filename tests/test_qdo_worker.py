@@ -300,3 +300,40 @@ class FileOffsetsTests(TestCase):
 
     def test_durable_and_monotonic(self) -> defer.Deferred[None]:
         return defer.ensureDeferred(self._roundtrip())
+
+
+class NamedQueuesTests(SynchronousTestCase):
+    """``[partitions] queues``: a principal's key finds the partitions of another application's queue."""
+
+    def setUp(self) -> None:
+        self.memory = MemoryQueuey()
+        self.addCleanup(self.memory.close)
+        self.owner = self.client("queuey-key")
+        self.settle(self.owner.create_queue("jobs", partitions=3, principles=["app:other"]))
+        self.settle(self.owner.create_queue("private", partitions=2))
+
+    def client(self, key: str) -> QueueyClient:
+        return QueueyClient(self.memory.url("/v1/queuey"), key, reactor=self.memory.clock, http=self.memory.treq,
+                            retries=0)
+
+    def settle(self, d: defer.Deferred[Any]) -> Any:
+        self.memory.treq.flush()
+        return self.successResultOf(d)
+
+    def discover(self, queues: str) -> set[str]:
+        from qdo.coordinator import discover
+        config = parse_config(MINIMAL.replace("[queuey]", f"[partitions]\nqueues = {queues}\n[queuey]"),
+                              environ={"KEY": "other-key"})
+        found = self.settle(defer.ensureDeferred(discover(self.client("other-key"), config)))
+        return {p.name for p in found}
+
+    def test_partitions_of_listed_queues_only(self) -> None:
+        self.assertEqual(self.discover("jobs, private, missing"), {"jobs-1", "jobs-2", "jobs-3"})
+        self.failureResultOf(self.client("other-key").all_queues(), Exception)  # listing is the owner's
+        self.settle(self.owner.update_queue("jobs", partitions=4))
+        self.assertEqual(self.discover("jobs"), {"jobs-1", "jobs-2", "jobs-3", "jobs-4"})
+
+    def test_queue_names_checked(self) -> None:
+        with self.assertRaises(ConfigError) as caught:
+            parse_config(MINIMAL.replace("[queuey]", "[partitions]\nqueues = a/b\n[queuey]"), environ={"KEY": "k"})
+        self.assertIn("[partitions] queues", str(caught.exception))
