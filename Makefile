@@ -7,8 +7,8 @@ BIN := $(VENV)/bin
 
 $(BIN)/twistd: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[test,cassandra]' --config-settings editable_mode=compat
+	$(BIN)/pip install -q --upgrade pip 'setuptools>=77'
+	$(BIN)/pip install -q -e '.[test,cassandra]'
 	touch $@
 
 setup: $(BIN)/twistd

@@ -22,9 +22,13 @@ from queuey.ini import (REQUIRED, ConfigError, IniFile, boolean, decimal, one_of
                         whole)
 from queuey.interfaces import CONSISTENCY_LEVELS
 
-__all__ = ["Config", "ConfigError", "SQLiteSettings", "CassandraSettings", "StorageSettings",
-           "development_config", "load_config", "parse_config", "read_text"]
+__all__ = ["Config", "ConfigError", "SQLiteSettings", "CassandraSettings", "StorageSettings", "DEFAULT_PORT",
+           "describe_problems", "development_config", "load_config", "parse_config", "read_text"]
 
+#: A listen backlog of 4096 (Twisted's default is 50) lets a burst of connects wait in the
+#: kernel instead of being retried by the clients a second later.  Linux caps it at
+#: net.core.somaxconn.  Give ``backlog=N`` in --port to choose another.
+DEFAULT_PORT = "tcp:5000:interface=127.0.0.1:backlog=4096"
 BACKENDS = ("sqlite", "cassandra")
 _NAME = re.compile(r"^[A-Za-z0-9_-]{1,50}$")
 _KEYSPACE = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,47}$")
@@ -104,6 +108,11 @@ class Config:
     @property
     def backend(self) -> str:
         return self.storage.backend
+
+
+def describe_problems(program: str, error: ConfigError) -> str:
+    """The lines that report a bad configuration: one per problem, each naming ``program``."""
+    return "".join(f"{program}: bad configuration: {problem}\n" for problem in error.problems)
 
 
 def development_config(path: str = "var/queuey-dev.sqlite") -> Config:

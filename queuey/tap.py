@@ -15,15 +15,11 @@ from twisted.python import usage
 from queuey.app import QueueyApp
 from queuey.channel import QueueySite
 from queuey.connections import connection_cap
-from queuey.config import Config, ConfigError, development_config, load_config
+from queuey.config import DEFAULT_PORT, Config, ConfigError, development_config, describe_problems, load_config
 from queuey.core import Queuey
 from queuey.storage import make_store
 
 log = Logger()
-#: A listen backlog of 4096 (Twisted's default is 50) lets a burst of connects wait in the
-#: kernel instead of being retried by the clients a second later.  Linux caps it at
-#: net.core.somaxconn.  Give ``backlog=N`` in --port to choose another.
-DEFAULT_PORT = "tcp:5000:interface=127.0.0.1:backlog=4096"
 
 
 class Options(usage.Options):
@@ -109,11 +105,6 @@ def configuration(path: str | None, program: str) -> Config:
     except ConfigError as e:
         sys.stderr.write(describe_problems(program, e))
         raise SystemExit(2) from None
-
-
-def describe_problems(program: str, error: ConfigError) -> str:
-    """The lines that report a bad configuration."""
-    return "".join(f"{program}: bad configuration: {problem}\n" for problem in error.problems)
 
 
 def make_service(config: Config, port: str, reactor: Any) -> service.MultiService:

@@ -64,3 +64,47 @@ def start_queuey(test: unittest.TestCase, config: str, port: int | None = None) 
     yield process.listening
     process.base = f"http://127.0.0.1:{port}"
     return process
+
+
+class CommandProcess(protocol.ProcessProtocol):
+    """A command's stdout and stderr as they come; ``ended`` fires with its exit code (-signal if killed)."""
+
+    def __init__(self, stdin: bytes | None = None) -> None:
+        self.stdin = stdin
+        self.out = b""
+        self.err = b""
+        self.ended: defer.Deferred[int] = defer.Deferred()
+
+    def connectionMade(self) -> None:
+        if self.stdin is not None:
+            self.transport.write(self.stdin)
+        self.transport.closeStdin()
+
+    def outReceived(self, data: bytes) -> None:
+        self.out += data
+
+    def errReceived(self, data: bytes) -> None:
+        self.err += data
+
+    def processEnded(self, reason: Any) -> None:
+        value = reason.value
+        code = getattr(value, "exitCode", 0)
+        if code is None:
+            code = -(getattr(value, "signal", 0) or 0)
+        self.ended.callback(code)
+
+
+def spawn_command(test: unittest.TestCase, argv: list[str], env: dict[str, str] | None = None,
+                  stdin: bytes | None = None, cwd: str | None = None) -> CommandProcess:
+    """``argv`` with ``env`` added to this environment; killed with -9 at the end of ``test`` if still running."""
+    process = CommandProcess(stdin)
+    environment = {**os.environ, **(env or {})}
+    transport = reactor.spawnProcess(process, argv[0], argv, env=environment, path=cwd)
+    process.transport = transport
+
+    def stop() -> defer.Deferred[int]:
+        if not process.ended.called and transport.pid is not None:
+            transport.signalProcess("KILL")
+        return process.ended
+    test.addCleanup(stop)
+    return process
