@@ -5,6 +5,7 @@ in batches, errors naming lines, ``check-config`` and ``serve`` reporting the sa
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import signal
 import sys
@@ -13,7 +14,7 @@ from typing import Any
 import orjson
 import treq
 from twisted.internet import defer
-from twisted.trial.unittest import TestCase
+from twisted.trial.unittest import SkipTest, TestCase
 
 from queuey.cli.running import ExitCode
 from tests.processes import free_port, spawn_command, start_queuey
@@ -353,3 +354,58 @@ class ServeTests(CommandCase):
 
     def test_unknown_server_options_are_usage_errors(self) -> defer.Deferred[None]:
         return defer.ensureDeferred(self._unknown())
+
+
+class TailTests(ServerCase):
+    """``queuey tail`` on the event stream of issue 12's part 1 (queuey/streams.py): it runs once that is in."""
+
+    def setUp(self) -> defer.Deferred[None]:
+        if importlib.util.find_spec("queuey.streams") is None:
+            raise SkipTest("the server has no event streams yet (issue 12, part 1)")
+        return super().setUp()
+
+    def follow(self, *args: str) -> Any:
+        return spawn_command(self, [QUEUEY, "tail", "q", "--partitions", "all", "--json", *args], env=self.env,
+                             cwd=self.directory)
+
+    async def post(self, *bodies: str) -> list[str]:
+        keys = []
+        for n, body in enumerate(bodies):
+            keys.append((await self.queuey("post", "q", body, "--partition", str(n % 2 + 1))).out.split()[0])
+        return keys
+
+    async def lines(self, process: Any, count: int) -> list[Any]:
+        await wait_for(lambda: process.out.count(b"\n") >= count or process.ended.called, 60, f"{count} messages")
+        return [orjson.loads(line) for line in process.out.splitlines()]
+
+    async def _follows(self) -> None:
+        await self.queuey("queues", "create", "q", "--partitions", "2")
+        first = await self.post("a", "b", "c")
+        taken = (await self.queuey("tail", "q", "-p", "all", "--count", "3", "--json")).json_lines()
+        self.assertEqual(sorted(m["message_id"] for m in taken), sorted(first))
+        cursor = taken[-1]["cursor"]
+        self.assertEqual(sorted(part.split(":")[0] for part in cursor.split(",")), ["1", "2"])
+        # Resumed from the cursor: only what came after it, live.
+        follower = self.follow("--after", cursor)
+        later = await self.post("d", "e")
+        seen = await self.lines(follower, 2)
+        self.assertEqual([m["message_id"] for m in seen], later)
+        follower.transport.signalProcess(signal.SIGINT)
+        self.assertEqual(await follower.ended, int(ExitCode.INTERRUPTED))
+        self.assertIn(f"resume with: queuey tail q --after {seen[-1]['cursor']}", follower.err.decode())
+        # Across a server restart: the stream is cut, tail reconnects where it stopped.
+        follower = self.follow("--after", seen[-1]["cursor"], "--count", "3")
+        before = await self.post("f")
+        await self.lines(follower, 1)
+        self.server.transport.signalProcess(signal.SIGTERM)
+        await self.server.ended
+        port = int(self.server.base.rsplit(":", 1)[1])
+        self.server = await start_queuey(self, os.path.join(self.directory, "queuey.ini"), port)
+        after = await self.post("g", "h")
+        self.assertEqual(await follower.ended, 0, follower.err)
+        got = [orjson.loads(line)["message_id"] for line in follower.out.splitlines()]
+        self.assertEqual(got, before + after)
+        self.assertIn(b"reconnecting", follower.err)
+
+    def test_tail_follows_resumes_and_reconnects(self) -> defer.Deferred[None]:
+        return self.run_test(self._follows())
