@@ -295,7 +295,7 @@ class CheckConfigTests(CommandCase):
         cassandra = self.write("cassandra.ini", "[application_keys]\na = k\n[storage]\nbackend = cassandra\n"
                                                 "password = hunter22\nusername = q\n")
         shown = await self.queuey("check-config", cassandra)
-        self.assertIn("hosts [['127.0.0.1', 9042]]", shown.out)
+        self.assertIn("hosts 127.0.0.1:9042,", shown.out)
         self.assertNotIn("hunter22", shown.out)
 
     def test_a_good_file_is_ok_with_a_summary(self) -> defer.Deferred[None]:

@@ -68,26 +68,41 @@ def check_config(path: str, as_json: bool) -> None:
         output.emit_json({"ok": True, "summary": summary, "warnings": list(config.warnings)})
         return
     click.echo(f"{path}: ok")
-    for section, value in summary.items():
-        shown = ", ".join(f"{k} {v}" for k, v in value.items()) if isinstance(value, dict) else value
-        click.echo(f"  {section:<14} {shown}")
+    settings = summary.pop("settings")
+    summary["applications"] = {app: f"({n} key{'' if n == 1 else 's'})" for app, n in summary["applications"].items()}
+    for section, values in summary.items():
+        click.echo(f"  {section + ':':<14} " + ", ".join(f"{k} {_shown(v)}" for k, v in values.items()))
+    for key, value in settings.items():
+        click.echo(f"  {key} = {_shown(value)}")
     for warning in config.warnings:
         click.echo(f"warning: {warning}", err=True)
 
 
 def summarize(config: Config) -> dict[str, Any]:
-    """What a configuration sets, secrets left out: applications with their number of keys, the backend's
+    """What a configuration sets, secrets left out: applications and their number of keys, the backend's
     settings, the read delays, and every other setting."""
     storage = {field.name: _plain(getattr(config.storage, field.name)) for field in dataclasses.fields(config.storage)
                if not _SECRET.search(field.name)}
+    if "hosts" in storage:
+        storage["hosts"] = [f"{host}:{port}" for host, port in storage["hosts"]]
     return {
-        "applications": {app: f"({len(keys)} key{'' if len(keys) == 1 else 's'})"
-                         for app, keys in config.application_keys.items()},
+        "applications": {app: len(keys) for app, keys in config.application_keys.items()},
         "storage": {"backend": config.backend, **storage},
         "delays": dict(config.delays),
         "settings": {field.name: _plain(getattr(config, field.name)) for field in dataclasses.fields(config)
                      if field.name not in _OWN_WAY and not _SECRET.search(field.name)},
     }
+
+
+def _shown(value: Any) -> str:
+    """A setting as a person reads it."""
+    if isinstance(value, float):
+        return f"{value:g}"
+    if isinstance(value, list):
+        return " ".join(_shown(v) for v in value) or "-"
+    if isinstance(value, dict):
+        return " ".join(f"{k}={_shown(v)}" for k, v in value.items())
+    return "-" if value is None else str(value)
 
 
 def _plain(value: Any) -> Any:
