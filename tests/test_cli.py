@@ -285,7 +285,7 @@ class CheckConfigTests(CommandCase):
         self.assertTrue(shown.out.startswith(f"{path}: ok\n"), shown)
         self.assertIn("shop (1 key)", shown.out)
         self.assertIn("path /srv/queuey/queuey.sqlite", shown.out)
-        self.assertIn("max_message_bytes 1000", shown.out)
+        self.assertIn("max_message_bytes = 1000\n", shown.out)
         self.assertIn("warning: [longpol] poll_interval: unknown setting, ignored", shown.err)
         document = (await self.queuey("check-config", path, "--json")).json()
         self.assertEqual((document["ok"], document["summary"]["storage"]["backend"]), (True, "sqlite"))
