@@ -54,23 +54,20 @@ def text(raw: str) -> str:
 
 def whole(low: int, high: int | None = None) -> Callable[[str], int]:
     """A whole number from ``low`` to ``high`` (no upper bound when None)."""
-    def parse(raw: str) -> int:
-        try:
-            value = int(raw)
-        except ValueError:
-            raise ValueError(f"{raw!r} is not a whole number") from None
-        _check_range(raw, value, low, high)
-        return value
-    return parse
+    return _number(int, "a whole number", low, high)
 
 
 def decimal(low: float, high: float | None = None) -> Callable[[str], float]:
     """A finite number from ``low`` to ``high`` (no upper bound when None)."""
-    def parse(raw: str) -> float:
+    return _number(float, "a number", low, high)
+
+
+def _number(kind: Callable[[str], Any], what: str, low: float, high: float | None) -> Callable[[str], Any]:
+    def parse(raw: str) -> Any:
         try:
-            value = float(raw)
+            value = kind(raw)
         except ValueError:
-            raise ValueError(f"{raw!r} is not a number") from None
+            raise ValueError(f"{raw!r} is not {what}") from None
         if not math.isfinite(value):
             raise ValueError(f"{raw!r} is not a finite number")
         _check_range(raw, value, low, high)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import socket
 import sys
-from typing import Any
+from typing import Any, TypeVar
 
 from twisted.internet import defer, protocol, reactor
 from twisted.trial import unittest
@@ -40,11 +40,12 @@ class TwistdProcess(protocol.ProcessProtocol):
         self.ended.callback(reason.value)
 
 
-def spawn_queuey(test: unittest.TestCase, cwd: str, *args: str) -> TwistdProcess:
-    """``twistd -n queuey ARGS`` in ``cwd``; killed with -9 at the end of ``test`` if still running."""
-    process = TwistdProcess()
-    transport = reactor.spawnProcess(process, sys.executable, TWISTD + ["-n", "--pidfile=", "queuey", *args],
-                                     env=dict(os.environ), path=cwd)
+P = TypeVar("P", bound="TwistdProcess | CommandProcess")
+
+
+def _spawn(test: unittest.TestCase, process: P, argv: list[str], env: dict[str, str], cwd: str | None) -> P:
+    """``argv`` run with ``process``; killed with -9 at the end of ``test`` if still running."""
+    transport = reactor.spawnProcess(process, argv[0], argv, env=env, path=cwd)
     process.transport = transport
 
     def stop() -> defer.Deferred[Any]:
@@ -53,6 +54,11 @@ def spawn_queuey(test: unittest.TestCase, cwd: str, *args: str) -> TwistdProcess
         return process.ended
     test.addCleanup(stop)
     return process
+
+
+def spawn_queuey(test: unittest.TestCase, cwd: str, *args: str) -> TwistdProcess:
+    """``twistd -n queuey ARGS`` in ``cwd``; killed with -9 at the end of ``test`` if still running."""
+    return _spawn(test, TwistdProcess(), TWISTD + ["-n", "--pidfile=", "queuey", *args], dict(os.environ), cwd)
 
 
 @defer.inlineCallbacks
@@ -97,14 +103,4 @@ class CommandProcess(protocol.ProcessProtocol):
 def spawn_command(test: unittest.TestCase, argv: list[str], env: dict[str, str] | None = None,
                   stdin: bytes | None = None, cwd: str | None = None) -> CommandProcess:
     """``argv`` with ``env`` added to this environment; killed with -9 at the end of ``test`` if still running."""
-    process = CommandProcess(stdin)
-    environment = {**os.environ, **(env or {})}
-    transport = reactor.spawnProcess(process, argv[0], argv, env=environment, path=cwd)
-    process.transport = transport
-
-    def stop() -> defer.Deferred[int]:
-        if not process.ended.called and transport.pid is not None:
-            transport.signalProcess("KILL")
-        return process.ended
-    test.addCleanup(stop)
-    return process
+    return _spawn(test, CommandProcess(stdin), argv, {**os.environ, **(env or {})}, cwd)
