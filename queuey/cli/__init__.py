@@ -28,10 +28,20 @@ from queuey.cli.tail import tail
 def cli() -> None:
     """Queuey, an HTTP message store: run it, and use it from a shell.
 
-    Client commands take --url, --app and --key, or QUEUEY_URL, QUEUEY_APP and QUEUEY_KEY.
-    Exit codes: 0 done, 1 server error, 2 bad usage or configuration, 3 request refused (400),
-    4 not allowed (401, 403), 5 not found (404), 6 queue exists (409), 7 no server answered (or 503),
-    130 interrupted."""
+    Client commands take --url, --app and --key, or QUEUEY_URL, QUEUEY_APP and QUEUEY_KEY;
+    --json prints JSON for scripts.  'queuey completion bash' sets up shell completion.
+
+    \b
+    Exit codes:
+      0    done
+      1    the server failed, or something unexpected
+      2    bad usage, or a bad configuration file
+      3    request refused (400, 405, 413)
+      4    not allowed (401, 403)
+      5    not found (404)
+      6    the queue exists (409)
+      7    no server answered (or 503 after the retries)
+      130  interrupted"""
 
 
 for command in (serve, check_config, queues, post, read, tail, get, delete, completion):

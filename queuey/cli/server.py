@@ -26,9 +26,9 @@ _SECRET = re.compile(r"secret|password|key", re.IGNORECASE)
 def serve(config: str | None, port: str | None, server_options: tuple[str, ...]) -> None:
     """Run the Queuey server in the foreground, logging to stdout, until SIGTERM or Ctrl-C.
 
-    This is ``twistd -n queuey``: SERVER_OPTIONS after the known ones go to it as they are
-    (``queuey serve -c etc/queuey.ini -- --help`` lists them).  A bad configuration is
-    reported as ``queuey check-config`` reports it, and exits 2."""
+    This is 'twistd -n queuey': SERVER_OPTIONS after the known ones go to it as they are
+    ('queuey serve -- --help' lists them).  A bad configuration is reported as
+    'queuey check-config' reports it, and exits 2."""
     from queuey.tap import configuration  # the server's modules: only when serving
     configuration(config, "queuey serve")  # said here, before twistd's own start-up lines
     from twisted.application.service import IServiceMaker
@@ -53,7 +53,7 @@ def serve(config: str | None, port: str | None, server_options: tuple[str, ...])
 @click.argument("path", type=click.Path(dir_okay=False))
 @click.option("--json", "as_json", is_flag=True, help="The result as one JSON document.")
 def check_config(path: str, as_json: bool) -> None:
-    """Check the configuration file at PATH as ``queuey serve`` would: every problem at once
+    """Check the configuration file at PATH as 'queuey serve' would: every problem at once
     (exit 2), or "ok" and what it configures (exit 0).  Settings nothing reads are warnings."""
     try:
         config = load_config(path)
