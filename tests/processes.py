@@ -75,8 +75,9 @@ def start_queuey(test: unittest.TestCase, config: str, port: int | None = None) 
 class CommandProcess(protocol.ProcessProtocol):
     """A command's stdout and stderr as they come; ``ended`` fires with its exit code (-signal if killed)."""
 
-    def __init__(self, stdin: bytes | None = None) -> None:
+    def __init__(self, stdin: bytes | None = None, close_stdin: bool = True) -> None:
         self.stdin = stdin
+        self.close_stdin = close_stdin
         self.out = b""
         self.err = b""
         self.ended: defer.Deferred[int] = defer.Deferred()
@@ -84,7 +85,8 @@ class CommandProcess(protocol.ProcessProtocol):
     def connectionMade(self) -> None:
         if self.stdin is not None:
             self.transport.write(self.stdin)
-        self.transport.closeStdin()
+        if self.close_stdin:
+            self.transport.closeStdin()
 
     def outReceived(self, data: bytes) -> None:
         self.out += data
@@ -101,6 +103,7 @@ class CommandProcess(protocol.ProcessProtocol):
 
 
 def spawn_command(test: unittest.TestCase, argv: list[str], env: dict[str, str] | None = None,
-                  stdin: bytes | None = None, cwd: str | None = None) -> CommandProcess:
-    """``argv`` with ``env`` added to this environment; killed with -9 at the end of ``test`` if still running."""
-    return _spawn(test, CommandProcess(stdin), argv, {**os.environ, **(env or {})}, cwd)
+                  stdin: bytes | None = None, cwd: str | None = None, close_stdin: bool = True) -> CommandProcess:
+    """``argv`` with ``env`` added to this environment, ``stdin`` written to it (then closed, unless not
+    ``close_stdin``); killed with -9 at the end of ``test`` if still running."""
+    return _spawn(test, CommandProcess(stdin, close_stdin), argv, {**os.environ, **(env or {})}, cwd)

@@ -219,6 +219,22 @@ class MessageCommandTests(ServerCase):
     def test_post_a_file_with_a_progress_bar(self) -> defer.Deferred[None]:
         return self.run_test(self._progress())
 
+    async def _interrupted(self) -> None:
+        """Lines from a pipe that stays open: each batch is sent as it fills; Ctrl-C stops at once
+        (the reader blocked on the pipe does not hold the process) and says what was posted."""
+        await self.queuey("queues", "create", "q")
+        poster = spawn_command(self, [QUEUEY, "post", "q", "--batch-size", "2", "--json"], env=self.env,
+                               stdin=b"a\nb\nc\nd\ne\n", close_stdin=False, cwd=self.directory)
+        await wait_for(lambda: poster.out.count(b"\n") >= 4, 60, "two batches posted")
+        poster.transport.signalProcess(signal.SIGINT)
+        self.assertEqual(await poster.ended, int(ExitCode.INTERRUPTED))
+        self.assertIn(b"stopped: lines up to 4 were posted (4 messages)", poster.err)
+        page = (await self.queuey("read", "q", "--json")).json()
+        self.assertEqual([m["body"] for m in page["messages"]], ["a", "b", "c", "d"])
+
+    def test_post_from_a_pipe_interrupted(self) -> defer.Deferred[None]:
+        return self.run_test(self._interrupted())
+
 
 class ExitCodeTests(ServerCase):
 

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import io
+import os
+from typing import Iterator
 
 from hypothesis import given, strategies as st
 from twisted.trial.unittest import SynchronousTestCase
 
-from queuey.cli.lines import NotText, batches
+from queuey.cli.lines import LineTooLong, NotText, batches, read_lines
 
 text_lines = st.lists(st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="\r\n"), max_size=30),
                       max_size=60)
@@ -27,8 +29,33 @@ class BatchTests(SynchronousTestCase):
             self.assertLessEqual(len(batch.lines), max_messages)
             size = sum(len(line.body.encode()) for line in batch.lines)
             self.assertTrue(size <= max_bytes or len(batch.lines) == 1, batch)
-        # Progress counts every byte read, empty lines included, once.
-        self.assertEqual(sum(b.consumed for b in found), len(data) if any(lines) else 0)
+        # Progress counts every byte up to the end of the last message's line, once.
+        last = max([n for n, text in enumerate(lines) if text], default=-1)
+        through_last = sum(len(text.encode()) + len(newline) for text in lines[:last + 1])
+        self.assertEqual(sum(b.consumed for b in found), min(through_last, len(data)))
+
+    def test_a_full_batch_goes_before_the_next_line_is_read(self) -> None:
+        def lines() -> Iterator[bytes]:
+            yield b"one\n"
+            yield b"two\n"
+            raise AssertionError("read a line too many")
+        self.assertEqual([line.body for line in next(batches(lines(), 2)).lines], ["one", "two"])
+
+    def test_read_lines_from_a_file_descriptor(self) -> None:
+        read, write = os.pipe()
+        os.write(write, b"a\n\nlong " + b"x" * 100 + b"\nno newline")
+        os.close(write)
+        self.assertEqual(list(read_lines(read, chunk=7)), [b"a\n", b"\n", b"long " + b"x" * 100 + b"\n", b"no newline"])
+        os.close(read)
+        read, write = os.pipe()
+        os.write(write, b"ok\n" + b"y" * 50)
+        os.close(write)
+        lines = read_lines(read, chunk=8, max_line=20)
+        self.assertEqual(next(lines), b"ok\n")
+        with self.assertRaises(LineTooLong) as caught:
+            next(lines)
+        self.assertEqual(caught.exception.number, 2)
+        os.close(read)
 
     def test_not_utf8_after_the_batch_before_it(self) -> None:
         found = batches(io.BytesIO(b"one\ntwo\n\xff\nthree\n"), 10)

@@ -4,20 +4,23 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import IO, TYPE_CHECKING, Any
+import threading
+from typing import IO, TYPE_CHECKING, Any, Callable, TypeVar
 
 import click
-from twisted.internet import threads
+from twisted.internet import defer
+from twisted.python.failure import Failure
 
 from queuey.cli import output
 from queuey.cli.completion import complete_queue
-from queuey.cli.lines import Batch, NotText, batches
+from queuey.cli.lines import Batch, LineTooLong, NotText, batches, read_lines
 from queuey.cli.progress import PostProgress
 from queuey.cli.running import CommandFailed, Connection, ExitCode, client_options, failed, run_client
 
 if TYPE_CHECKING:
     from queuey.client import QueueyClient, QueueyClientError
 
+T = TypeVar("T")
 PARTITIONS_HELP = "One partition number, a comma list, or 'all' (default 1)."
 
 
@@ -60,7 +63,7 @@ def post(conn: Connection, queue: str, body: str | None, source: IO[bytes] | Non
     show = progress if progress is not None else sys.stderr.isatty()
     poster = LinePoster(queue, source, batch_size, {"ttl": ttl, "partition": partition, "content_type": content_type},
                         conn, PostProgress(_size_of(source), show))
-    run_client(conn, poster.run)
+    run_client(conn, poster.run, lambda: f"stopped: {poster.done()}")
     if not conn.json:
         output.note(f"posted {poster.posted} message{'' if poster.posted == 1 else 's'} to {queue}")
 
@@ -80,13 +83,31 @@ def _print_stored(conn: Connection, stored: list[dict[str, Any]], batch: Batch |
             click.echo(f"{message['key']} {output.readable_time(message['timestamp'])} partition {message['partition']}")
 
 
+def in_daemon_thread(reactor: Any, function: Callable[[], T]) -> defer.Deferred[T]:
+    """``function()`` in a thread of its own, its result fired on the reactor thread.  A daemon thread:
+    one blocked reading a pipe does not keep the process alive after Ctrl-C stopped the reactor."""
+    done: defer.Deferred[T] = defer.Deferred()
+
+    def work() -> None:
+        try:
+            result = function()
+        except BaseException:
+            failure = Failure()
+            reactor.callFromThread(done.errback, failure)
+        else:
+            reactor.callFromThread(done.callback, result)
+
+    threading.Thread(target=work, name="queuey-post-reader", daemon=True).start()
+    return done
+
+
 class LinePoster:
     """Posts the lines of ``source`` batch by batch; the lines are read off the reactor thread."""
 
     def __init__(self, queue: str, source: IO[bytes], batch_size: int, settings: dict[str, Any],
                  conn: Connection, progress: PostProgress) -> None:
         self.queue = queue
-        self.batches = batches(source, batch_size)
+        self.batches = batches(read_lines(source.fileno()), batch_size)
         self.settings = {k: v for k, v in settings.items() if v is not None}
         self.conn = conn
         self.progress = progress
@@ -101,10 +122,11 @@ class LinePoster:
         with self.progress:
             while True:
                 try:
-                    batch = await threads.deferToThreadPool(reactor, reactor.getThreadPool(), self._next)
-                except NotText as e:
+                    batch = await in_daemon_thread(reactor, self._next)
+                except (NotText, LineTooLong) as e:
                     raise self._stopped(str(e), ExitCode.REFUSED) from None
                 if batch is None:
+                    self.progress.finish()
                     return
                 try:
                     stored = await client.post_messages(self.queue, [
@@ -116,9 +138,11 @@ class LinePoster:
                 self.last_line = batch.last
                 self.progress.advance(batch.consumed, len(stored))
 
+    def done(self) -> str:
+        return f"lines up to {self.last_line} were posted ({self.posted} messages)" if self.posted else "nothing was posted"
+
     def _stopped(self, why: str, code: ExitCode) -> CommandFailed:
-        done = f"lines up to {self.last_line} were posted ({self.posted} messages)" if self.posted else "nothing was posted"
-        return CommandFailed(f"{why}\n  {done}", code)
+        return CommandFailed(f"{why}\n  {self.done()}", code)
 
     def _failed(self, batch: Batch, error: QueueyClientError) -> CommandFailed:
         """The server's complaint, with ``N.field`` turned into the line it is about."""

@@ -32,6 +32,13 @@ class PostProgress:
         if self._progress is not None:
             self._progress.stop()
 
+    def finish(self) -> None:
+        """All of the input was read (empty lines after the last message too)."""
+        if self._progress is not None and self._task is not None:
+            task = self._progress.tasks[0]
+            if task.total is not None:
+                self._progress.update(self._task, completed=task.total)
+
     def advance(self, consumed: int, messages: int) -> None:
         self._messages += messages
         if self._progress is not None and self._task is not None:

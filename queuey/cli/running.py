@@ -53,9 +53,6 @@ class CommandFailed(click.ClickException):
         super().__init__(message)
         self.exit_code = int(code)
 
-    def show(self, file: Any = None) -> None:
-        click.echo(f"Error: {self.format_message()}", err=True)
-
 
 class Interrupted(Exception):
     """The reactor was stopped (SIGINT, SIGTERM) before the command's work finished."""
@@ -150,8 +147,10 @@ def client_options(command: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
-def run_client(conn: Connection, work: Callable[[qc.QueueyClient, Any], Awaitable[T]]) -> T:
-    """``work(client, reactor)`` with a client of ``conn``; client errors become CommandFailed."""
+def run_client(conn: Connection, work: Callable[[qc.QueueyClient, Any], Awaitable[T]],
+               stopped: Callable[[], str] | None = None) -> T:
+    """``work(client, reactor)`` with a client of ``conn``; client errors become CommandFailed, and so
+    does a signal that stops it (``stopped`` says how far it got)."""
     from queuey import client as qc
 
     async def session(reactor: Any) -> T:
@@ -165,6 +164,8 @@ def run_client(conn: Connection, work: Callable[[qc.QueueyClient, Any], Awaitabl
         return run(session)
     except qc.QueueyClientError as e:
         raise failed(e) from None
+    except Interrupted:
+        raise interrupted(stopped() if stopped is not None else "") from None
 
 
 def interrupted(message: str = "") -> CommandFailed:

@@ -11,8 +11,7 @@ from twisted.internet.error import ConnectionDone, ConnectionLost
 
 from queuey.cli import output
 from queuey.cli.completion import complete_queue
-from queuey.cli.running import (CommandFailed, Connection, ExitCode, Interrupted, client_options, interrupted,
-                                run_client)
+from queuey.cli.running import CommandFailed, Connection, ExitCode, client_options, run_client
 from queuey.sse import EventParser, StreamError
 
 if TYPE_CHECKING:
@@ -102,8 +101,8 @@ def tail(conn: Connection, queue: str, partitions: str, since: str | None, after
     the cursor to resume from with --after."""
     cursor = after if after and ":" in after else None
     follower = Follower(conn, queue, partitions, since, None if cursor else after, cursor, count)
-    try:
-        run_client(conn, follower.run)
-    except Interrupted:
+    def stopped() -> str:
         resume = f"; resume with: queuey tail {queue} --after {follower.cursor}" if follower.cursor else ""
-        raise interrupted(f"stopped after {follower.received} messages{resume}") from None
+        return f"stopped after {follower.received} messages{resume}"
+
+    run_client(conn, follower.run, stopped)
