@@ -72,7 +72,7 @@ class Result:
 
 
 class CommandCase(TestCase):
-    timeout = 180
+    timeout = 600  # a deadline, not a wait: each test runs the command a dozen times, slow on a loaded machine
 
     def setUp(self) -> None:
         self.directory = os.path.abspath(self.mktemp())
