@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from hypothesis import given, strategies as st
+from hypothesis import HealthCheck, given, settings, strategies as st
 from twisted.trial.unittest import SynchronousTestCase
 
 from queuey.sse import Event, EventParser, StreamError
@@ -34,6 +34,7 @@ class EventParserTests(SynchronousTestCase):
         self.assertEqual(events, EVENTS)
         self.assertEqual((parser.retry, parser.comments, parser.last_event_id), (2000, 1, ""))
 
+    @settings(deadline=None, suppress_health_check=[HealthCheck.too_slow])
     @given(st.lists(st.integers(0, len(STREAM)), max_size=20))
     def test_any_chunking_reads_the_same(self, cuts: list[int]) -> None:
         edges = [0, *sorted(cuts), len(STREAM)]

@@ -40,22 +40,27 @@ class Follower:
         self.received = 0
 
     async def run(self, client: QueueyClient, reactor: Any) -> None:
+        """Until ``count`` messages came.  The first connection gets ``--retries`` tries; once a stream
+        was open, reconnecting goes on as long as it takes (a server restart), as EventSource does."""
         import treq
         from twisted.web.client import ResponseDone, ResponseFailed
 
         from queuey.client import ConnectionFailed, ServiceUnavailable
         failures = 0
+        followed = False
         retry_ms = DEFAULT_RETRY_MS
         while True:
             try:
                 response = await client.open_stream(self.queue, partitions=self.partitions, since=self.since,
                                                     after=self.after, last_event_id=self.cursor)
-            except (ConnectionFailed, ServiceUnavailable):
+            except (ConnectionFailed, ServiceUnavailable) as e:
                 failures += 1
-                if failures > self.conn.retries:
+                if not followed and failures > self.conn.retries:
                     raise
+                if followed and (failures in (1, 10) or failures % 100 == 0):
+                    output.note(f"no stream yet ({e}); trying again every {retry_ms / 1000:g}s")
             else:
-                failures = 0
+                failures, followed = 0, True
                 parser = EventParser()
                 try:
                     await treq.collect(response, lambda chunk: self._received(parser, chunk))
