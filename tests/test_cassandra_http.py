@@ -160,3 +160,7 @@ class CassandraRoutingAndOperationsTests(http_tests.RoutingAndOperationsTests, C
     pass
 
 
+
+
+class CassandraQueueInfoTests(http_tests.QueueInfoTests, CassandraHTTPCase):
+    pass
