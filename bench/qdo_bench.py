@@ -15,6 +15,8 @@ every posted id is recorded. Throughput includes Queuey's reads and writes
 (SQLite), ZooKeeper offset writes and the job's thread pool. Offset writes are
 counted exactly: the sum of the offset nodes' versions after a run. Each
 configuration runs ``--repeat`` times, the modes interleaved; medians are shown.
+After each run every worker, idle in its long polls, gets SIGTERM; the time to
+its exit is shown too.
 """
 
 from __future__ import annotations
@@ -79,9 +81,18 @@ async def offset_writes(group: Group) -> int:
     return sum(stat.version for _, stat in (await group._leaves("offsets")).values())
 
 
+async def stop_all(workers: list[Worker]) -> list[float]:
+    """SIGTERM every worker at once; seconds from the signal to each one's exit."""
+    async def one(worker: Worker) -> float:
+        t0 = time.time()
+        await worker.stop()
+        return time.time() - t0
+    return list(await defer.gatherResults([defer.ensureDeferred(one(w)) for w in workers]))
+
+
 async def throughput(directory: str, queuey: Queuey, zk: str, workers: int, messages: int,
-                     session_timeout: float, commit_interval: float) -> tuple[float, float]:
-    """(messages/s, offset writes/s) of one run."""
+                     session_timeout: float, commit_interval: float) -> tuple[float, float, list[float]]:
+    """(messages/s, offset writes/s, seconds each worker took to stop) of one run."""
     root = f"/qdo-bench-{uuid.uuid4().hex[:8]}"
     queue = f"tp{workers}-{uuid.uuid4().hex[:6]}"
     await queuey.client.create_queue(queue, partitions=8)
@@ -104,10 +115,10 @@ async def throughput(directory: str, queuey: Queuey, zk: str, workers: int, mess
         await wait_for(lambda: wanted <= set(done(journals)), 600, "all messages done", interval=0.05)
         finished = max(t for key, (_, t) in done(journals).items() if key in wanted)
         written = await offset_writes(group) - writes  # includes the commits at rest, after the last job
-        return messages / (finished - t0), written / (time.time() - t0)
+        rate, write_rate = messages / (finished - t0), written / (time.time() - t0)
+        return rate, write_rate, await stop_all(started)  # idle: each runner waits in a long poll
     finally:
-        for w in started:
-            await w.stop()
+        await stop_all(started)  # after an error (stopping a stopped worker does nothing)
         await group.stop()
 
 
@@ -169,15 +180,17 @@ async def main(reactor_: object, args: argparse.Namespace) -> None:
     queuey = await Queuey.start(cleanups, directory)
     modes = {"per message": 0.0, f"batched {args.commit_interval:g}s": args.commit_interval}
     results: dict[tuple[str, int], list[tuple[float, float]]] = {}
+    stops: list[float] = []
     try:
         for round_ in range(args.repeat):
             for n in args.workers:
                 for mode, interval in modes.items():
-                    rate, writes = await throughput(directory, queuey, zk, n, args.messages, args.session_timeout,
-                                                    interval)
+                    rate, writes, stopped = await throughput(directory, queuey, zk, n, args.messages,
+                                                             args.session_timeout, interval)
                     results.setdefault((mode, n), []).append((rate, writes))
+                    stops.extend(stopped)
                     print(f"  round {round_ + 1}, {n} worker(s), {mode}: {rate:8.0f} messages/s, "
-                          f"{writes:6.1f} offset writes/s", flush=True)
+                          f"{writes:6.1f} offset writes/s, stopped in {max(stopped):.2f} s", flush=True)
         worst, best = await failover(directory, queuey, zk, args.session_timeout, args.commit_interval)
         print()
         print(f"qdo end to end, 8 partitions, {args.messages} messages per run, job = append a line "
@@ -192,6 +205,8 @@ async def main(reactor_: object, args: argparse.Namespace) -> None:
                 print(f"{n:>8} | {mode:>12} | {rate:>10.0f} | {writes:>15.1f} | {rate / base:>13.2f}x")
         print(f"(batched: at most 8 partitions / {args.commit_interval:g} s = {8 / args.commit_interval:.0f} "
               f"offset writes/s whatever the message rate)")
+        print(f"SIGTERM to exit of an idle worker (every partition in a long poll): "
+              f"median {statistics.median(stops):.2f} s, longest {max(stops):.2f} s, of {len(stops)}")
         print()
         print(f"kill -9 of one of 2 workers (session_timeout {args.session_timeout:g} s, party_wait 0.5 s): "
               f"its partitions processed again after {best:.2f} s (first) to {worst:.2f} s (last)")
