@@ -16,6 +16,8 @@ back-off and jitter (honouring ``Retry-After``), ``retries`` times at most, then
 fails with :class:`ServiceUnavailable` or :class:`ConnectionFailed`. A POST of
 messages is only retried when it certainly did not reach a server (connection
 refused, 503), never after a lost response, unless ``retry_posts`` is true.
+A call the caller cancels (a long poll no longer wanted) fails at once with
+``CancelledError``: it is not retried, and its server is not set aside.
 
 Any other error answer becomes a typed exception, a subclass of
 :class:`QueueyClientError` carrying ``status`` and the server's ``errors``
@@ -270,8 +272,15 @@ class QueueyClient:
         d = self._http.request(method, url, headers=self._headers(headers), data=body)
 
         async def read() -> tuple[int, Any, Any]:
-            response = await d
-            content = await treq.content(response)
+            try:
+                response = await d
+                content = await treq.content(response)
+            except web_client.ResponseFailed as e:
+                if any(reason.check(defer.CancelledError) for reason in e.reasons):
+                    # Twisted's Agent reports a cancelled request as a failed response: say what it was,
+                    # or it would be retried (and a timeout would not be told from it).
+                    raise defer.CancelledError() from None
+                raise
             return response.code, content, response.headers
 
         whole = defer.ensureDeferred(read())

@@ -322,11 +322,13 @@ class OffsetSampler:
 
 
 class TCPProxy(protocol.Factory):
-    """A loopback TCP relay that a test can cut (every connection dropped, new ones refused) and restore."""
+    """A loopback TCP relay that a test can cut (every connection dropped, new ones refused) and restore;
+    ``sent`` counts the bytes its clients sent."""
 
     def __init__(self, target_port: int) -> None:
         self.target_port = target_port
         self.cut_off = False
+        self.sent = 0
         self.connections: set[Any] = set()
         self.port = reactor.listenTCP(0, self, interface="127.0.0.1")
         self.address = f"127.0.0.1:{self.port.getHost().port}"
@@ -385,6 +387,7 @@ class _Inbound(protocol.Protocol):
     def dataReceived(self, data: bytes) -> None:
         if self.proxy.cut_off:
             return
+        self.proxy.sent += len(data)
         if self.outbound is None:
             self.buffer.append(data)
         else:

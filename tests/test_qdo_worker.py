@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import threading
 from typing import Any
 
 import orjson
@@ -131,6 +132,48 @@ class ConfigTests(SynchronousTestCase):
 
         self.assertEqual([qw.runs_on_reactor(f) for f in (coroutine, inline, marked, blocking)],
                          [True, True, True, False])
+
+
+class JobThreadsTests(TestCase):
+    """Blocking jobs run in the worker's threads; results and errors come back on the reactor thread."""
+
+    async def _results_and_errors(self) -> None:
+        threads = qw.JobThreads(reactor, 2)
+        threads.start()
+        self.addCleanup(threads.stop)
+        ran_in: list[int] = []
+        delivered_in: list[int] = []
+
+        def job(value: int) -> int:
+            ran_in.append(threading.get_ident())
+            return value * 2
+
+        d = threads.run(job, 21).addCallback(lambda r: (delivered_in.append(threading.get_ident()), r)[1])
+        self.assertEqual(await d, 42)
+        self.assertNotIn(threading.get_ident(), ran_in)
+        self.assertEqual(delivered_in, [threading.get_ident()])
+
+        def fails() -> None:
+            raise KeyError("lost")
+        with self.assertRaises(KeyError):
+            await threads.run(fails)
+
+    def test_results_and_errors(self) -> defer.Deferred[None]:
+        return defer.ensureDeferred(self._results_and_errors())
+
+    def test_stop_waits_for_the_jobs_running(self) -> None:
+        threads = qw.JobThreads(reactor, 2)
+        threads.start()
+        release, finished = threading.Event(), []
+
+        def job() -> None:
+            release.wait()
+            finished.append(True)
+        threads.run(job)
+        threading.Thread(target=release.set).start()
+        threads.stop()
+        self.assertEqual(finished, [True])
+        self.failureResultOf(threads.run(job), RuntimeError)
 
 
 class RunnerTests(SynchronousTestCase):
