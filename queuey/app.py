@@ -243,7 +243,8 @@ class QueueyApp:
     @spec("queue", Access.OWNER, BodyUse.MESSAGES, status=201)
     async def post_messages(self, request: QueueyRequest, application: str, queue: str) -> Result:
         posted = decoding.posted_messages(request.getHeader(b"content-type"), request.body(),
-                                          request.getHeader(b"x-ttl"), request.getHeader(b"x-partition"))
+                                          request.getHeader(b"x-ttl"), request.getHeader(b"x-partition"),
+                                          request.getHeader(b"x-delay"))
         return await self.core.post_messages(_principal(request), application, queue, posted)
 
     @app.route("/v1/<application>/<queue>", methods=["GET"])

@@ -17,6 +17,12 @@ from queuey.interfaces import CONSISTENCY_LEVELS
 BACKENDS = ("sqlite", "cassandra")
 _ENV_REFERENCE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 _NAME = re.compile(r"^[A-Za-z0-9_-]{1,50}$")
+_ORIGIN = re.compile(r"^https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?$|^https?://\[[0-9A-Fa-f:.]+\](:[0-9]{1,5})?$")
+#: The development configuration signs URLs with this (never use it elsewhere).
+DEVELOPMENT_SIGNING_SECRET = b"queuey-development-signing-secret"
+MIN_SECRET_BYTES = 16
+#: A delayed message plus its longest TTL must fit Cassandra's TTL limit (20 years).
+MAX_DELAY = 10 * 365 * 86400
 
 
 class ConfigError(Exception):
@@ -46,7 +52,20 @@ class Config:
     max_body_bytes_in_flight: int = 64 * 1024 * 1024
     #: How far ahead of now the time of a message id named by PUT may be.
     max_future_id_seconds: float = 3600.0
+    #: The longest X-Delay (or batch "delay") a message may be posted with, in seconds.
+    max_delay: int = 7 * 86400
     poll_interval: float = 1.0
+    #: Event streams: seconds of silence before a keep-alive comment, bytes of events kept
+    #: for a client that does not read before its stream is cut, EventSource's retry (ms).
+    stream_keepalive: float = 15.0
+    stream_buffer_bytes: int = 1024 * 1024
+    stream_retry_ms: int = 2000
+    #: Origins whose browser pages may call the API (CORS); ("*",) for any.
+    cors_allow_origins: tuple[str, ...] = ()
+    #: Secrets of signed URLs: the first signs, each one verifies (rotation).  None: no signed URLs.
+    signing_secrets: tuple[bytes, ...] = ()
+    #: The longest a signed URL may be valid, in seconds.
+    signing_max_expiry: int = 30 * 86400
     expiry_interval: float = 60.0
     source: str = "<development defaults>"
 
@@ -54,7 +73,7 @@ class Config:
 def development_config(path: str = "var/queuey-dev.sqlite") -> Config:
     """The configuration used when no file is given: one application, a local file."""
     return Config(application_keys={"queuey": ("queuey-dev-key",)},
-                  storage={"path": path})
+                  storage={"path": path}, signing_secrets=(DEVELOPMENT_SIGNING_SECRET,))
 
 
 def read_text(path: str) -> str:
@@ -151,8 +170,42 @@ def parse_config(text: str, source: str = "<string>",
         **limits,
         poll_interval=float(number("longpoll", "poll_interval", "1", float, 0.01)),
         expiry_interval=float(number("storage", "expiry_interval", "60", float, 0.01)),
+        **parse_streams(number),
+        cors_allow_origins=parse_origins(get("cors", "allow_origins", "")),
+        **parse_signing(get, number),
         source=source,
     )
+
+
+def parse_streams(number: Any) -> dict[str, Any]:
+    """The ``[streams]`` section (event streams), as Config keyword arguments."""
+    return {"stream_keepalive": float(number("streams", "keepalive", "15", float, 0.1)),
+            "stream_buffer_bytes": int(number("streams", "buffer_bytes", str(1024 * 1024), int, 1024)),
+            "stream_retry_ms": int(number("streams", "retry", "2000", int, 0))}
+
+
+def parse_origins(raw: str) -> tuple[str, ...]:
+    """``[cors] allow_origins``: ``*``, or origins (``scheme://host[:port]``) separated by commas or spaces."""
+    origins = tuple(dict.fromkeys(o for o in re.split(r"[\s,]+", raw) if o))
+    if "*" in origins:
+        if len(origins) > 1:
+            raise ConfigError("[cors] allow_origins: * allows every origin; name no others with it")
+        return origins
+    for origin in origins:
+        if not _ORIGIN.match(origin):
+            raise ConfigError(f"[cors] allow_origins: {origin!r} is not an origin such as https://example.com:8443 "
+                              "(scheme, host and port only, no path or trailing slash)")
+    return origins
+
+
+def parse_signing(get: Any, number: Any) -> dict[str, Any]:
+    """``[signing]``: the secrets of signed URLs (the first signs) and their longest validity."""
+    secrets = tuple(s.strip().encode("utf-8") for s in get("signing", "secret", "").split(",") if s.strip())
+    for secret in secrets:
+        if len(secret) < MIN_SECRET_BYTES:
+            raise ConfigError(f"[signing] secret: each secret must be at least {MIN_SECRET_BYTES} bytes long")
+    return {"signing_secrets": secrets,
+            "signing_max_expiry": int(number("signing", "max_expiry", str(30 * 86400), int, 1))}
 
 
 #: ``[limits]`` keys: (kind, least value).  Defaults are Config's; docs/api.rst lists them all.
@@ -165,6 +218,7 @@ LIMIT_KEYS: dict[str, tuple[type, float]] = {
     "max_response_bytes": (int, 1),
     "max_body_bytes_in_flight": (int, 1),
     "max_future_id_seconds": (float, 0),
+    "max_delay": (int, 0),
 }
 
 
@@ -176,6 +230,8 @@ def parse_limits(number: Any) -> dict[str, Any]:
     if limits["max_response_bytes"] < limits["max_message_bytes"]:
         raise ConfigError("[limits] max_response_bytes: must be at least max_message_bytes "
                           f"({limits['max_message_bytes']}), so that any one message can be read")
+    if limits["max_delay"] > MAX_DELAY:
+        raise ConfigError(f"[limits] max_delay: must be at most {MAX_DELAY} (10 years), not {limits['max_delay']}")
     if limits["max_body_bytes_in_flight"] < limits["max_request_bytes"]:
         raise ConfigError("[limits] max_body_bytes_in_flight: must be at least max_request_bytes "
                           f"({limits['max_request_bytes']})")

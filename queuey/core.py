@@ -26,6 +26,7 @@ from queuey.longpoll import LongPollHub
 from queuey.metrics import Metrics
 from queuey.pages import Page, cut_page
 from queuey.validation import ListQuery, MessageInput, PostedMessages, QueueParameters, ReadQuery
+from queuey.visibility import VisibilityTimer
 
 Result = dict[str, Any]
 
@@ -82,11 +83,18 @@ class Queuey:
         self.metrics = metrics or Metrics()
         self.hub = LongPollHub(clock, store, config.poll_interval)
         self.metrics.watch_held(lambda: self.hub.held)
+        self.visibility = VisibilityTimer(clock, self.hub.notify)
         self._ids = timeuuid.TimeUUIDGenerator(self._now_ticks)
+        self._later_ids = timeuuid.LaterIds()
         self._random = rng or random_module.Random()
 
     def _now_ticks(self) -> int:
         return round(self.clock.seconds() * timeuuid.TICKS_PER_SECOND)
+
+    def stop(self) -> None:
+        """Release held reads and forget pending wakes (the service stops)."""
+        self.visibility.stop()
+        self.hub.stop()
 
     # -- access -------------------------------------------------------------
 
@@ -192,10 +200,14 @@ class Queuey:
     # -- messages -----------------------------------------------------------
 
     def _check_messages(self, queue: QueueSettings, posted: PostedMessages) -> None:
-        """Each message fits the size limit (body and content type) and names a partition of ``queue``."""
+        """Each message fits the size limit (body and content type), names a partition of ``queue``
+        and is delayed at most ``max_delay``."""
         limit = self.config.max_message_bytes
         for index, message in enumerate(posted.messages):
             prefix = f"{index}." if posted.batch else ""
+            if message.delay > self.config.max_delay:
+                raise InvalidParameters({f"{prefix}delay": f"Must be a number of seconds from 0 to "
+                                                           f"{self.config.max_delay}, not {message.delay}."})
             if message.partition is not None and message.partition > queue.partitions:
                 raise InvalidParameters({f"{prefix}partition": f"Must be a partition number from 1 to "
                                                                f"{queue.partitions}, not {message.partition}."})
@@ -209,18 +221,48 @@ class Queuey:
         """Store one message or a batch, all or nothing."""
         queue = await self._owned_queue(principal, application, queue_name)
         self._check_messages(queue, posted)
-        messages = [NewMessage(self._ids.next(),
+        ids = self._new_ids(posted)
+        messages = [NewMessage(message_id,
                                m.partition or (1 if queue.partitions == 1 else self._random.randint(1, queue.partitions)),
-                               m.body, m.content_type, m.ttl) for m in posted.messages]
+                               m.body, m.content_type, m.ttl) for message_id, m in zip(ids, posted.messages)]
         await self._store_messages(queue, messages)
         return {"status": "ok", "messages": [
             {"key": m.id.hex, "timestamp": timeuuid.timestamp_of(m.id), "partition": m.partition}
             for m in messages]}
 
+    def _new_ids(self, posted: PostedMessages) -> list[uuid.UUID]:
+        """One id per message, dated when it becomes visible: now, or ``delay`` seconds on.
+
+        Delayed messages of one batch due at the same time are dated one tick
+        (100 ns) apart, so that they keep the batch's order.
+        """
+        now = self._now_ticks()
+        last: dict[int, int] = {}
+        ids = []
+        for message in posted.messages:
+            if not message.delay:
+                ids.append(self._ids.next())
+                continue
+            due = now + message.delay * timeuuid.TICKS_PER_SECOND
+            ticks = last[due] = max(due, last.get(due, due - 1) + 1)
+            ids.append(self._later_ids.at(ticks))
+        return ids
+
     async def _store_messages(self, queue: QueueSettings, messages: Sequence[NewMessage]) -> None:
+        """Store, then wake the readers of the partitions that got a visible message; a delayed
+        message wakes them when its time comes."""
         await self.store.put_messages(queue, messages)
         self.metrics.messages_posted.inc(len(messages))
-        self.hub.notify(queue.application, queue.queue_name, {m.partition for m in messages})
+        now = self._ids.now_ticks()
+        visible = set()
+        for message in messages:
+            ticks = timeuuid.ticks_from_uuid(message.id)
+            if ticks <= now:
+                visible.add(message.partition)
+            else:
+                self.visibility.schedule(queue.application, queue.queue_name, message.partition, ticks)
+        if visible:
+            self.hub.notify(queue.application, queue.queue_name, visible)
 
     def _range(self, queue: QueueSettings, query: ReadQuery, max_bytes: int) -> MessageRange:
         """The ids a read may see: from its cursor up to now (less the read delay), never later."""

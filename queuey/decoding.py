@@ -92,18 +92,22 @@ def _header_text(value: bytes | None) -> str | None:
 
 
 def posted_messages(content_type: bytes | None, body: bytes, ttl: bytes | None,
-                    partition: bytes | None) -> PostedMessages:
+                    partition: bytes | None, delay: bytes | None = None) -> PostedMessages:
     """A JSON batch (``Content-Type: application/json``), or the body as one message."""
     if media_type(content_type) == JSON_TYPE:
+        if delay is not None:
+            raise InvalidParameters({"delay": 'X-Delay is for a single message; give each message of a batch '
+                                              'its own "delay".'})
         batch = validation.parse_batch(_json(body, "A batch"), validation.MAX_PARTITIONS)
         return PostedMessages(batch, batch=True)
-    return PostedMessages((single_message(content_type, body, ttl, partition),), batch=False)
+    return PostedMessages((single_message(content_type, body, ttl, partition, delay),), batch=False)
 
 
 def single_message(content_type: bytes | None, body: bytes, ttl: bytes | None,
-                   partition: bytes | None = None) -> MessageInput:
+                   partition: bytes | None = None, delay: bytes | None = None) -> MessageInput:
     return validation.parse_single_message(body, _header_text(content_type), _header_text(ttl),
-                                           _header_text(partition), validation.MAX_PARTITIONS)
+                                           _header_text(partition), validation.MAX_PARTITIONS,
+                                           _header_text(delay))
 
 
 def message_refs(ids: str) -> tuple[MessageRef, ...]:

@@ -72,7 +72,7 @@ class QueueyService(service.MultiService):
 
     @defer.inlineCallbacks
     def stopService(self) -> Any:
-        self.core.hub.stop()
+        self.core.stop()
         yield super().stopService()
         yield self.core.store.close()
 
