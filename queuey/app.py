@@ -30,7 +30,9 @@ from queuey.channel import Pace, QueueyRequest, QueueySite
 from queuey.connections import ConnectionCap
 from queuey.core import Queuey, Result
 from queuey.errors import QueueyError, StorageUnavailable
+from queuey.following import Follower
 from queuey.responses import WRITE_SIZE, ResponseWriter, json_pieces, render_error, render_json, status_of
+from queuey.streams import EventStream, Streams, StreamSettings, wants_events
 
 log = Logger()
 F = TypeVar("F", bound=Callable[..., Any])
@@ -102,6 +104,11 @@ class QueueyApp:
         self.version = {"name": "queuey", "version": queuey.__version__, "source": _source()}
         self.gate = Gate(self.app.url_map, SPECS, core, core.config)
         self._openapi: bytes | None = None
+        config = core.config
+        self.streams = Streams(self.metrics)
+        self.stream_settings = StreamSettings(
+            config.stream_keepalive, config.stream_buffer_bytes, config.stream_retry_ms,
+            page_bytes=min(config.max_response_bytes, max(config.stream_buffer_bytes, config.max_message_bytes)))
 
     def resource(self) -> resource.Resource:
         return _Routes(self)
@@ -144,6 +151,9 @@ class QueueyApp:
             request.finish()
             return
         self._count(request, admission, started, answer.status if isinstance(answer, Reply) else admission.spec.status)
+        if isinstance(answer, EventStream):
+            await self.streams.serve(answer)  # it finishes the request itself
+            return
         pieces = self._encode(request, admission, answer)
         del answer  # from here on only the encoded pieces are held, and each only until written
         if len(pieces) == 1:
@@ -249,9 +259,14 @@ class QueueyApp:
 
     @app.route("/v1/<application>/<queue>", methods=["GET"])
     @spec("queue", Access.APPLICATION, pieces="messages")
-    async def read_messages(self, request: QueueyRequest, application: str, queue: str) -> Result:
-        return await self.core.read_messages(_principal(request), application, queue,
-                                             decoding.read_query(request.uri))
+    async def read_messages(self, request: QueueyRequest, application: str, queue: str) -> Result | EventStream:
+        query = decoding.read_query(request.uri)
+        if wants_events(request.method, request.getHeader(b"accept")):
+            positions = decoding.stream_cursor(request.getHeader(b"last-event-id"))
+            settings, query = await self.core.followable(_principal(request), application, queue, query)
+            return EventStream(request, Follower(self.core, settings, query, positions), self.stream_settings,
+                               self.metrics, self.core.clock)
+        return await self.core.read_messages(_principal(request), application, queue, query)
 
     @app.route("/v1/<application>/<queue>/<ids>", methods=["GET"])
     @spec("messages", Access.APPLICATION, pieces="messages")

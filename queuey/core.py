@@ -11,6 +11,7 @@ import base64
 import hmac
 import random as random_module
 import uuid
+from dataclasses import replace
 from typing import Any, Mapping, Sequence
 
 from twisted.internet import defer, task
@@ -62,6 +63,13 @@ def message_json(message: Message) -> Result:
         result["body"] = base64.b64encode(message.body).decode("ascii")
         result["body_encoding"] = "base64"
     return result
+
+
+def _after(wanted: MessageRange, position: uuid.UUID) -> MessageRange:
+    """``wanted`` starting strictly after ``position``, unless its own lower bound is later."""
+    if wanted.lower is not None and timeuuid.sort_key(wanted.lower) > timeuuid.sort_key(position):
+        return wanted
+    return replace(wanted, lower=position, lower_inclusive=False)
 
 
 def gather(deferreds: Sequence[defer.Deferred[Any]]) -> defer.Deferred[list[Any]]:
@@ -281,13 +289,49 @@ class Queuey:
         return MessageRange(lower, inclusive, timeuuid.highest_uuid_at(upper_ticks), query.limit,
                             query.descending, max_bytes)
 
-    async def _read_once(self, queue: QueueSettings, query: ReadQuery) -> Page:
-        """One read of every partition asked, concurrently, each within its share of the budget."""
-        budget = self.config.max_response_bytes
+    async def _read_once(self, queue: QueueSettings, query: ReadQuery,
+                         positions: Mapping[int, uuid.UUID] | None = None, budget: int | None = None) -> Page:
+        """One read of every partition asked, concurrently, each within its share of the budget;
+        a partition with a position in ``positions`` is read strictly after it (a stream's cursor)."""
+        budget = budget or self.config.max_response_bytes
         share = max(budget // len(query.partitions), self.config.max_message_bytes)
         wanted = self._range(queue, query, share)
-        groups = await gather([self.store.read_messages(queue, p, wanted) for p in query.partitions])
+        ranges = [wanted if not positions or p not in positions else _after(wanted, positions[p])
+                  for p in query.partitions]
+        groups = await gather([self.store.read_messages(queue, p, r) for p, r in zip(query.partitions, ranges)])
         return cut_page(query.partitions, groups, query.limit, share, budget)
+
+    async def read_after(self, queue: QueueSettings, query: ReadQuery, positions: Mapping[int, uuid.UUID],
+                         budget: int) -> Page:
+        """What a stream reads next: ``query``'s partitions after their ``positions`` (or from the
+        query's own bound), within ``budget`` body bytes, up to now less the read delay."""
+        page = await self._read_once(queue, query, positions, budget)
+        self.metrics.messages_read.inc(len(page.messages))
+        return page
+
+    async def followable(self, principal: str | None, application: str, queue_name: str,
+                         query: ReadQuery) -> tuple[QueueSettings, ReadQuery]:
+        """The queue and query of a stream, checked like a range read's (a stream reads forward)."""
+        queue = await self._consumable_queue(principal, application, queue_name, reading=True)
+        errors = {}
+        if query.descending:
+            errors["order"] = "A stream reads in ascending order."
+        if query.wait:
+            errors["wait"] = "A stream waits by itself; it takes no wait."
+        if errors:
+            raise InvalidParameters(errors)
+        return queue, query.for_partitions(queue.partitions)
+
+    async def wait_for_messages(self, queue: QueueSettings, partitions: tuple[int, ...], looked_at: int,
+                                timeout: float) -> bool:
+        """True once a message may have arrived on ``partitions`` since ``looked_at`` (ticks) and
+        is old enough for the queue's read delay; False when ``timeout`` passes first."""
+        deadline = self.clock.seconds() + timeout
+        arrived = await self.hub.wait(queue, partitions, looked_at, timeout)
+        delay = self.config.delays.get(queue.consistency, 0.0)
+        if arrived and delay:  # the new message becomes readable only after the read delay
+            await task.deferLater(self.clock, min(delay, max(deadline - self.clock.seconds(), 0)))
+        return arrived
 
     async def read_messages(self, principal: str | None, application: str, queue_name: str,
                             query: ReadQuery) -> Result:
@@ -301,13 +345,9 @@ class Queuey:
             remaining = deadline - self.clock.seconds()
             if page.messages or remaining <= 0:
                 break
-            arrived = await self.hub.wait(queue, query.partitions, looked_at, remaining)
-            if not arrived:
+            if not await self.wait_for_messages(queue, query.partitions, looked_at, remaining):
                 page = await self._read_once(queue, query)
                 break
-            delay = self.config.delays.get(queue.consistency, 0.0)
-            if delay:  # the new message becomes readable only after the read delay
-                await task.deferLater(self.clock, min(delay, max(deadline - self.clock.seconds(), 0)))
         self.metrics.messages_read.inc(len(page.messages))
         result: Result = {"status": "ok", "messages": [message_json(m) for m in page.messages]}
         if page.truncated:

@@ -9,6 +9,7 @@ become numbers and message references.  What a value must be is
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -16,6 +17,7 @@ import orjson
 
 from queuey import validation
 from queuey.errors import InvalidParameters
+from queuey.following import parse_cursor
 from queuey.interfaces import MessageRef
 from queuey.validation import ListQuery, MessageInput, PostedMessages, QueueParameters, ReadQuery
 
@@ -85,6 +87,13 @@ def list_query(uri: bytes) -> ListQuery:
 
 def read_query(uri: bytes) -> ReadQuery:
     return validation.parse_read_query(query_params(uri))
+
+
+def stream_cursor(last_event_id: bytes | None) -> dict[int, uuid.UUID]:
+    """A ``Last-Event-ID`` header's positions (none without one)."""
+    if not last_event_id or not last_event_id.strip():
+        return {}
+    return parse_cursor(last_event_id.decode("latin-1"))
 
 
 def _header_text(value: bytes | None) -> str | None:
