@@ -86,11 +86,12 @@ class Outbox:
         self._drained: list[defer.Deferred[None]] = []
         self._closed = False
 
-    def put(self, data: bytes) -> None:
-        """Queue ``data``; Overflow when bytes were waiting already and now more than ``bound`` do."""
+    def put(self, pieces: list[bytes]) -> None:
+        """Queue the events of one read; Overflow when bytes were waiting already (the client has
+        not taken the last read yet) and now more than ``bound`` do."""
         behind = self.size > 0
-        self._pieces.append(data)
-        self.size += len(data)
+        self._pieces.extend(pieces)
+        self.size += sum(len(piece) for piece in pieces)
         if behind and self.size > self._bound:
             raise Overflow(f"{self.size} bytes of events wait for the client")
         self._wake()
@@ -164,7 +165,7 @@ class EventStream:
         writer = ResponseWriter(request)
         outbox = Outbox(writer, self._settings.buffer_bytes)
         flushing = defer.ensureDeferred(outbox.flush())
-        outbox.put(b"retry: %d\n\n" % self._settings.retry_ms)
+        outbox.put([b"retry: %d\n\n" % self._settings.retry_ms])
         try:
             await self._follow(outbox)
         except Overflow as e:
@@ -207,15 +208,15 @@ class EventStream:
         settings = self._settings
         while not self._closing:
             deliveries, more = await self._follower.read(settings.page_bytes)
-            for delivery in deliveries:
-                outbox.put(event_bytes(delivery))
-            self._metrics.stream_events.inc(len(deliveries))
+            if deliveries:
+                outbox.put([event_bytes(delivery) for delivery in deliveries])
+                self._metrics.stream_events.inc(len(deliveries))
             if more:
                 await self._until_taken_or_arrived(outbox)
                 continue
             arrived = await self._wait(self._follower.wait(settings.keepalive))
             if not arrived and outbox.size == 0:
-                outbox.put(KEEPALIVE)
+                outbox.put([KEEPALIVE])
 
     async def _until_taken_or_arrived(self, outbox: Outbox) -> None:
         """More is stored: read it once the client took what it has, or once the queue moves on."""
