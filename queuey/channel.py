@@ -297,7 +297,8 @@ class QueueyChannel(http.HTTPChannel):
         method = getattr(self, "_command", b"")
         self.site.metrics.requests.labels(spec.label, method_label(method) if method else "other",
                                           str(status_of(error))).inc()
-        self.transport.write(raw_error_response(error))
+        cors = self.site.gate.cors.answer_headers(request.requestHeaders) if request is not None else {}
+        self.transport.write(raw_error_response(error, cors))
         self.dataReceived = self._drop  # type: ignore[method-assign]
         self._linger_left = LINGER_BYTES
         self._linger = self.callLater(LINGER_SECONDS, self.transport.abortConnection)

@@ -26,7 +26,9 @@ from queuey.interfaces import (IMessageStore, Message, MessageRange, MessageRef,
 from queuey.longpoll import LongPollHub
 from queuey.metrics import Metrics
 from queuey.pages import Page, cut_page
-from queuey.validation import ListQuery, MessageInput, PostedMessages, QueueParameters, ReadQuery
+from queuey.signing import UrlSigner
+from queuey.validation import (ListQuery, MessageInput, PostedMessages, QueueParameters, ReadQuery,
+                               SigningRequest)
 from queuey.visibility import VisibilityTimer
 
 Result = dict[str, Any]
@@ -88,6 +90,7 @@ class Queuey:
         self.store = store
         self.clock = clock
         self.keys = KeyRing(config.application_keys)
+        self.signer = UrlSigner(config.signing_secrets)
         self.metrics = metrics or Metrics()
         self.hub = LongPollHub(clock, store, config.poll_interval)
         self.metrics.watch_held(lambda: self.hub.held)
@@ -204,6 +207,22 @@ class Queuey:
         if not await self.store.delete_queue(application, queue_name):
             raise NotFound(f"No queue {queue_name!r} in application {application!r}.")
         return {"status": "ok"}
+
+    async def sign_url(self, principal: str | None, application: str, queue_name: str,
+                       wanted: SigningRequest) -> Result:
+        """A URL of the queue granting ``wanted.methods`` to whoever holds it, until it expires."""
+        queue = await self._owned_queue(principal, application, queue_name)
+        expires = int(self.clock.seconds()) + wanted.expires_in
+        signed = self.signer.sign(queue.application, queue.queue_name, wanted.methods, expires)
+        return {"status": "ok", "url": signed.url, "methods": list(signed.methods), "expires": signed.expires}
+
+    def check_signature(self, application: str, queue_name: str, method: str, params: Mapping[str, str]) -> str:
+        """The application a signed URL speaks for (the queue's owner); AccessDenied if it does not hold."""
+        self.check_application(application)
+        if not self.signer.enabled:
+            raise AccessDenied("Signed URLs are off on this server (no [signing] secret).")
+        self.signer.check(application, queue_name, method, params, self.clock.seconds())
+        return application
 
     # -- messages -----------------------------------------------------------
 

@@ -19,7 +19,9 @@ from queuey import validation
 from queuey.errors import InvalidParameters
 from queuey.following import parse_cursor
 from queuey.interfaces import MessageRef
-from queuey.validation import ListQuery, MessageInput, PostedMessages, QueueParameters, ReadQuery
+from queuey.signing import SIGNABLE_METHODS
+from queuey.validation import (ListQuery, MessageInput, PostedMessages, QueueParameters, ReadQuery,
+                               SigningRequest)
 
 JSON_TYPE = "application/json"
 #: Fields of one query string or form body; every API call needs far fewer.
@@ -79,6 +81,10 @@ def body_params(content_type: bytes | None, body: bytes) -> dict[str, Any]:
 
 def queue_parameters(content_type: bytes | None, body: bytes, creating: bool) -> QueueParameters:
     return validation.parse_queue_parameters(body_params(content_type, body), creating)
+
+
+def signing_request(content_type: bytes | None, body: bytes, max_expiry: int) -> SigningRequest:
+    return validation.parse_signing_request(body_params(content_type, body), max_expiry, SIGNABLE_METHODS)
 
 
 def list_query(uri: bytes) -> ListQuery:

@@ -346,3 +346,36 @@ def parse_batch(document: Any, partitions: int) -> tuple[MessageInput, ...]:
                                     ttl or DEFAULT_TTL, partition, delay or 0))
     collect.raise_if_any()
     return tuple(checked)
+
+
+@dataclass(frozen=True)
+class SigningRequest:
+    """What a signed URL should grant: ``methods`` (of GET, POST), for ``expires_in`` seconds."""
+
+    methods: tuple[str, ...]
+    expires_in: int
+
+
+def parse_signing_request(params: Params, max_expiry: int, signable: tuple[str, ...]) -> SigningRequest:
+    """``methods`` (a comma list or a JSON list, default GET) and ``expires_in`` (1 to ``max_expiry``,
+    default 3600 or ``max_expiry`` when shorter)."""
+    collect = _Collector()
+    for name in params:
+        if name not in ("methods", "expires_in"):
+            collect.errors[name] = "Unknown parameter."
+
+    def methods() -> tuple[str, ...]:
+        raw = params.get("methods", "GET")
+        items = raw if isinstance(raw, list) else str(raw).split(",") if isinstance(raw, str) else None
+        if items is None or not items or len(items) > len(signable):
+            raise ValueError(f"Must be a comma list of {', '.join(signable)}.")
+        chosen = [str(item).strip().upper() for item in items]
+        if any(item not in signable for item in chosen):
+            raise ValueError(f"Must be a comma list of {', '.join(signable)}, not {raw!r}.")
+        return tuple(dict.fromkeys(chosen))
+
+    chosen = collect.run("methods", methods)
+    expires_in = collect.run("expires_in", lambda: parse_int(params.get("expires_in", min(3600, max_expiry)),
+                                                             1, max_expiry, "a number of seconds"))
+    collect.raise_if_any()
+    return SigningRequest(chosen or ("GET",), expires_in or 1)
