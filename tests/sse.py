@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import socket
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -39,6 +40,7 @@ class SSEClient(protocol.Protocol):
         self.head = StreamHead()
         self.body = b""          # the de-chunked body so far (an error's JSON, or the raw stream)
         self.events: list[Event] = []
+        self.arrivals: list[float] = []  # time.perf_counter() as each event came
         self.comments: list[str] = []
         self.retry: int | None = None
         self.ended_cleanly = False  # the last chunk came
@@ -120,6 +122,7 @@ class SSEClient(protocol.Protocol):
                 self._last_id = self._event_id
             if self._data:
                 self.events.append(Event(self._event_id, "\n".join(self._data)))
+                self.arrivals.append(time.perf_counter())
             self._event_id, self._data = None, []
             self._check()
             return
