@@ -39,6 +39,8 @@ poll_interval = 0.2
 [streams]
 keepalive = {keepalive}
 buffer_bytes = {buffer_bytes}
+
+{extra}
 """
 
 
@@ -52,6 +54,7 @@ class StreamCase(unittest.TestCase):
     timeout = 120
     keepalive = 15.0
     buffer_bytes = 1024 * 1024
+    extra = ""
 
     def storage(self, directory: str) -> str:
         return f"[storage]\nbackend = sqlite\npath = {directory}/queuey.sqlite\n"
@@ -63,7 +66,7 @@ class StreamCase(unittest.TestCase):
         self.config = os.path.join(self.directory, "queuey.ini")
         with open(self.config, "w") as f:
             f.write(CONFIG.format(key=KEY, other=OTHER_KEY, storage=self.storage(self.directory),
-                                  keepalive=self.keepalive, buffer_bytes=self.buffer_bytes))
+                                  keepalive=self.keepalive, buffer_bytes=self.buffer_bytes, extra=self.extra))
         self.server = yield start_queuey(self, self.config, backlog=2048)
         for name in ("q", "pub"):  # fresh, whatever an earlier run left in a shared store
             yield self.request("DELETE", f"/v1/s/{name}")
@@ -102,6 +105,8 @@ class StreamCase(unittest.TestCase):
     @defer.inlineCallbacks
     def metric(self, name: str) -> Any:
         code, text = yield self.request("GET", "/metrics", key=None)
+        if code != 200:
+            return None
         found = re.search(rb"^" + name.encode() + rb" ([0-9.e+]+)$", text, re.M)
         return float(found.group(1)) if found else None
 
@@ -204,6 +209,23 @@ class KeepAliveTests(StreamCase):
         yield client.wait_comments(2)
         self.assertEqual(client.comments[:2], ["keep-alive", "keep-alive"])
         self.assertEqual(client.events, [])
+
+
+class ConnectionCapTests(StreamCase):
+    extra = "[limits]\nmax_connections = 3\n"
+
+    @defer.inlineCallbacks
+    def test_a_stream_is_a_connection_under_the_cap(self) -> Any:
+        first = yield self.stream("/v1/s/q")
+        yield self.stream("/v1/s/q")
+        yield self.stream("/v1/s/pub", key=None)
+        refused = yield self.stream("/v1/s/q")  # the fourth connection
+        yield refused.done
+        self.assertEqual((refused.head.status, list(json.loads(refused.body)["error_msg"])), (503, ["ServerBusy"]))
+        yield first.close()
+        yield self.until_metric("queuey_streams_open", 2)
+        code, _ = yield self.request("GET", "/v1/s/q")
+        self.assertEqual(code, 200)
 
 
 class SlowReaderTests(StreamCase):
