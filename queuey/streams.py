@@ -165,6 +165,7 @@ class EventStream:
         writer = ResponseWriter(request)
         outbox = Outbox(writer, self._settings.buffer_bytes)
         flushing = defer.ensureDeferred(outbox.flush())
+        flushing.addErrback(lambda failure: failure.trap(defer.CancelledError) and None)
         outbox.put([b"retry: %d\n\n" % self._settings.retry_ms])
         try:
             await self._follow(outbox)
