@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: setup run test test-cluster bench bench-cassandra bench-abuse clean
+.PHONY: setup run test test-cluster bench bench-cassandra bench-abuse bench-streams clean
 
 $(BIN)/twistd: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -34,6 +34,10 @@ bench-cassandra: setup
 # Server memory while clients abuse it (docs/api.rst, Limits).
 bench-abuse: setup
 	$(BIN)/python bench/abuse_bench.py
+
+# Event-stream fan-out: 1,000 streams on one queue, p50/p99 from post to event (bench/README.rst).
+bench-streams: setup
+	$(BIN)/python bench/stream_bench.py
 
 # Removes what this checkout made. The first runs also filled caches outside it,
 # shared by every checkout, which it names and leaves alone.

@@ -33,6 +33,12 @@ BACKENDS = ("sqlite", "cassandra")
 _NAME = re.compile(r"^[A-Za-z0-9_-]{1,50}$")
 _KEYSPACE = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,47}$")
 _DC = re.compile(r"^[A-Za-z0-9_.-]+$")
+_ORIGIN = re.compile(r"^https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?$|^https?://\[[0-9A-Fa-f:.]+\](:[0-9]{1,5})?$")
+#: The development configuration signs URLs with this (never use it elsewhere).
+DEVELOPMENT_SIGNING_SECRET = b"queuey-development-signing-secret"
+MIN_SECRET_BYTES = 16
+#: A delayed message plus its longest TTL must fit Cassandra's TTL limit (20 years).
+MAX_DELAY = 10 * 365 * 86400
 
 
 class Synchronous(enum.Enum):
@@ -100,7 +106,20 @@ class Config:
     max_body_bytes_in_flight: int = 64 * 1024 * 1024
     #: How far ahead of now the time of a message id named by PUT may be.
     max_future_id_seconds: float = 3600.0
+    #: The longest X-Delay (or batch "delay") a message may be posted with, in seconds.
+    max_delay: int = 7 * 86400
     poll_interval: float = 1.0
+    #: Event streams: seconds of silence before a keep-alive comment, bytes of events kept
+    #: for a client that does not read before its stream is cut, EventSource's retry (ms).
+    stream_keepalive: float = 15.0
+    stream_buffer_bytes: int = 1024 * 1024
+    stream_retry_ms: int = 2000
+    #: Origins whose browser pages may call the API (CORS); ("*",) for any.
+    cors_allow_origins: tuple[str, ...] = ()
+    #: Secrets of signed URLs: the first signs, each one verifies (rotation).  None: no signed URLs.
+    signing_secrets: tuple[bytes, ...] = ()
+    #: The longest a signed URL may be valid, in seconds.
+    signing_max_expiry: int = 30 * 86400
     source: str = "<development defaults>"
     #: Settings in the file that nothing reads (misspelt, or of the other backend).
     warnings: tuple[str, ...] = ()
@@ -117,7 +136,8 @@ def describe_problems(program: str, error: ConfigError) -> str:
 
 def development_config(path: str = "var/queuey-dev.sqlite") -> Config:
     """The configuration used when no file is given: one application, a local file."""
-    return Config(application_keys={"queuey": ("queuey-dev-key",)}, storage=SQLiteSettings(path))
+    return Config(application_keys={"queuey": ("queuey-dev-key",)}, storage=SQLiteSettings(path),
+                  signing_secrets=(DEVELOPMENT_SIGNING_SECRET,))
 
 
 def load_config(path: str, environ: Mapping[str, str] | None = None) -> Config:
@@ -135,9 +155,13 @@ def parse_config(text: str, source: str = "<string>",
     delays = {level: ini.value("delays", level, decimal(0), 0.0) for level in CONSISTENCY_LEVELS}
     limits = _limits(ini)
     poll_interval = ini.value("longpoll", "poll_interval", decimal(0.01), 1.0)
+    streams = _streams(ini)
+    cors_allow_origins = ini.value("cors", "allow_origins", _origins, ())
+    signing = _signing(ini)
     ini.raise_problems()
     return Config(application_keys=keys, storage=storage, delays=delays, **limits,
-                  poll_interval=poll_interval, source=source,
+                  poll_interval=poll_interval, **streams, cors_allow_origins=cors_allow_origins, **signing,
+                  source=source,
                   warnings=tuple(f"{setting}: unknown setting, ignored" for setting in ini.unread()))
 
 
@@ -251,6 +275,40 @@ def _replication(raw: str) -> dict[str, Any]:
     raise ValueError(f"{raw!r}: use SimpleStrategy:N or NetworkTopologyStrategy:dc1=N[,dc2=M]")
 
 
+def _streams(ini: IniFile) -> dict[str, Any]:
+    """The ``[streams]`` section (event streams), as Config keyword arguments."""
+    return {"stream_keepalive": ini.value("streams", "keepalive", decimal(0.1), 15.0),
+            "stream_buffer_bytes": ini.value("streams", "buffer_bytes", whole(1024), 1024 * 1024),
+            "stream_retry_ms": ini.value("streams", "retry", whole(0), 2000)}
+
+
+def _origins(raw: str) -> tuple[str, ...]:
+    """``[cors] allow_origins``: ``*``, or origins (``scheme://host[:port]``) separated by commas or spaces."""
+    origins = tuple(dict.fromkeys(o for o in re.split(r"[\s,]+", raw) if o))
+    if "*" in origins:
+        if len(origins) > 1:
+            raise ValueError("* allows every origin; name no others with it")
+        return origins
+    for origin in origins:
+        if not _ORIGIN.match(origin):
+            raise ValueError(f"{origin!r} is not an origin such as https://example.com:8443 "
+                             "(scheme, host and port only, no path or trailing slash)")
+    return origins
+
+
+def _secrets(raw: str) -> tuple[bytes, ...]:
+    secrets = tuple(s.strip().encode("utf-8") for s in raw.split(",") if s.strip())
+    if any(len(secret) < MIN_SECRET_BYTES for secret in secrets):
+        raise ValueError(f"each secret must be at least {MIN_SECRET_BYTES} bytes long")
+    return secrets
+
+
+def _signing(ini: IniFile) -> dict[str, Any]:
+    """``[signing]``: the secrets of signed URLs (the first signs) and their longest validity."""
+    return {"signing_secrets": ini.value("signing", "secret", _secrets, ()),
+            "signing_max_expiry": ini.value("signing", "max_expiry", whole(1), 30 * 86400)}
+
+
 #: ``[limits]`` keys: (kind, least value).  Defaults are Config's; docs/api.rst lists them all.
 LIMIT_KEYS: dict[str, tuple[type, float]] = {
     "max_message_bytes": (int, 1),
@@ -261,6 +319,7 @@ LIMIT_KEYS: dict[str, tuple[type, float]] = {
     "max_response_bytes": (int, 1),
     "max_body_bytes_in_flight": (int, 1),
     "max_future_id_seconds": (float, 0),
+    "max_delay": (int, 0),
 }
 
 
@@ -272,6 +331,8 @@ def _limits(ini: IniFile) -> dict[str, Any]:
     if limits["max_response_bytes"] < limits["max_message_bytes"]:
         ini.problem("limits", "max_response_bytes", "must be at least max_message_bytes "
                     f"({limits['max_message_bytes']}), so that any one message can be read")
+    if limits["max_delay"] > MAX_DELAY:
+        ini.problem("limits", "max_delay", f"must be at most {MAX_DELAY} (10 years), not {limits['max_delay']}")
     if limits["max_body_bytes_in_flight"] < limits["max_request_bytes"]:
         ini.problem("limits", "max_body_bytes_in_flight", "must be at least max_request_bytes "
                     f"({limits['max_request_bytes']})")

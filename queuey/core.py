@@ -11,6 +11,7 @@ import base64
 import hmac
 import random as random_module
 import uuid
+from dataclasses import replace
 from typing import Any, Mapping, Sequence
 
 from twisted.internet import defer, task
@@ -25,7 +26,10 @@ from queuey.interfaces import (IMessageStore, Message, MessageRange, MessageRef,
 from queuey.longpoll import LongPollHub
 from queuey.metrics import Metrics
 from queuey.pages import Page, cut_page
-from queuey.validation import ListQuery, MessageInput, PostedMessages, QueueParameters, ReadQuery
+from queuey.signing import UrlSigner
+from queuey.validation import (ListQuery, MessageInput, PostedMessages, QueueParameters, ReadQuery,
+                               SigningRequest)
+from queuey.visibility import VisibilityTimer
 
 Result = dict[str, Any]
 
@@ -63,6 +67,13 @@ def message_json(message: Message) -> Result:
     return result
 
 
+def _after(wanted: MessageRange, position: uuid.UUID) -> MessageRange:
+    """``wanted`` starting strictly after ``position``, unless its own lower bound is later."""
+    if wanted.lower is not None and timeuuid.sort_key(wanted.lower) > timeuuid.sort_key(position):
+        return wanted
+    return replace(wanted, lower=position, lower_inclusive=False)
+
+
 def gather(deferreds: Sequence[defer.Deferred[Any]]) -> defer.Deferred[list[Any]]:
     """All results in order, or the first failure itself (not wrapped in FirstError),
     so that a cancellation stays a CancelledError."""
@@ -79,14 +90,22 @@ class Queuey:
         self.store = store
         self.clock = clock
         self.keys = KeyRing(config.application_keys)
+        self.signer = UrlSigner(config.signing_secrets)
         self.metrics = metrics or Metrics()
         self.hub = LongPollHub(clock, store, config.poll_interval)
         self.metrics.watch_held(lambda: self.hub.held)
+        self.visibility = VisibilityTimer(clock, self.hub.notify)
         self._ids = timeuuid.TimeUUIDGenerator(self._now_ticks)
+        self._later_ids = timeuuid.LaterIds()
         self._random = rng or random_module.Random()
 
     def _now_ticks(self) -> int:
         return round(self.clock.seconds() * timeuuid.TICKS_PER_SECOND)
+
+    def stop(self) -> None:
+        """Release held reads and forget pending wakes (the service stops)."""
+        self.visibility.stop()
+        self.hub.stop()
 
     # -- access -------------------------------------------------------------
 
@@ -195,13 +214,33 @@ class Queuey:
             raise NotFound(f"No queue {queue_name!r} in application {application!r}.")
         return {"status": "ok"}
 
+    async def sign_url(self, principal: str | None, application: str, queue_name: str,
+                       wanted: SigningRequest) -> Result:
+        """A URL of the queue granting ``wanted.methods`` to whoever holds it, until it expires."""
+        queue = await self._owned_queue(principal, application, queue_name)
+        expires = int(self.clock.seconds()) + wanted.expires_in
+        signed = self.signer.sign(queue.application, queue.queue_name, wanted.methods, expires)
+        return {"status": "ok", "url": signed.url, "methods": list(signed.methods), "expires": signed.expires}
+
+    def check_signature(self, application: str, queue_name: str, method: str, params: Mapping[str, str]) -> str:
+        """The application a signed URL speaks for (the queue's owner); AccessDenied if it does not hold."""
+        self.check_application(application)
+        if not self.signer.enabled:
+            raise AccessDenied("Signed URLs are off on this server (no [signing] secret).")
+        self.signer.check(application, queue_name, method, params, self.clock.seconds())
+        return application
+
     # -- messages -----------------------------------------------------------
 
     def _check_messages(self, queue: QueueSettings, posted: PostedMessages) -> None:
-        """Each message fits the size limit (body and content type) and names a partition of ``queue``."""
+        """Each message fits the size limit (body and content type), names a partition of ``queue``
+        and is delayed at most ``max_delay``."""
         limit = self.config.max_message_bytes
         for index, message in enumerate(posted.messages):
             prefix = f"{index}." if posted.batch else ""
+            if message.delay > self.config.max_delay:
+                raise InvalidParameters({f"{prefix}delay": f"Must be a number of seconds from 0 to "
+                                                           f"{self.config.max_delay}, not {message.delay}."})
             if message.partition is not None and message.partition > queue.partitions:
                 raise InvalidParameters({f"{prefix}partition": f"Must be a partition number from 1 to "
                                                                f"{queue.partitions}, not {message.partition}."})
@@ -215,18 +254,48 @@ class Queuey:
         """Store one message or a batch, all or nothing."""
         queue = await self._owned_queue(principal, application, queue_name)
         self._check_messages(queue, posted)
-        messages = [NewMessage(self._ids.next(),
+        ids = self._new_ids(posted)
+        messages = [NewMessage(message_id,
                                m.partition or (1 if queue.partitions == 1 else self._random.randint(1, queue.partitions)),
-                               m.body, m.content_type, m.ttl) for m in posted.messages]
+                               m.body, m.content_type, m.ttl) for message_id, m in zip(ids, posted.messages)]
         await self._store_messages(queue, messages)
         return {"status": "ok", "messages": [
             {"key": m.id.hex, "timestamp": timeuuid.timestamp_of(m.id), "partition": m.partition}
             for m in messages]}
 
+    def _new_ids(self, posted: PostedMessages) -> list[uuid.UUID]:
+        """One id per message, dated when it becomes visible: now, or ``delay`` seconds on.
+
+        Delayed messages of one batch due at the same time are dated one tick
+        (100 ns) apart, so that they keep the batch's order.
+        """
+        now = self._now_ticks()
+        last: dict[int, int] = {}
+        ids = []
+        for message in posted.messages:
+            if not message.delay:
+                ids.append(self._ids.next())
+                continue
+            due = now + message.delay * timeuuid.TICKS_PER_SECOND
+            ticks = last[due] = max(due, last.get(due, due - 1) + 1)
+            ids.append(self._later_ids.at(ticks))
+        return ids
+
     async def _store_messages(self, queue: QueueSettings, messages: Sequence[NewMessage]) -> None:
+        """Store, then wake the readers of the partitions that got a visible message; a delayed
+        message wakes them when its time comes."""
         await self.store.put_messages(queue, messages)
         self.metrics.messages_posted.inc(len(messages))
-        self.hub.notify(queue.application, queue.queue_name, {m.partition for m in messages})
+        now = self._ids.now_ticks()
+        visible = set()
+        for message in messages:
+            ticks = timeuuid.ticks_from_uuid(message.id)
+            if ticks <= now:
+                visible.add(message.partition)
+            else:
+                self.visibility.schedule(queue.application, queue.queue_name, message.partition, ticks)
+        if visible:
+            self.hub.notify(queue.application, queue.queue_name, visible)
 
     def _range(self, queue: QueueSettings, query: ReadQuery, max_bytes: int) -> MessageRange:
         """The ids a read may see: from its cursor up to now (less the read delay), never later."""
@@ -245,13 +314,49 @@ class Queuey:
         return MessageRange(lower, inclusive, timeuuid.highest_uuid_at(upper_ticks), query.limit,
                             query.descending, max_bytes)
 
-    async def _read_once(self, queue: QueueSettings, query: ReadQuery) -> Page:
-        """One read of every partition asked, concurrently, each within its share of the budget."""
-        budget = self.config.max_response_bytes
+    async def _read_once(self, queue: QueueSettings, query: ReadQuery,
+                         positions: Mapping[int, uuid.UUID] | None = None, budget: int | None = None) -> Page:
+        """One read of every partition asked, concurrently, each within its share of the budget;
+        a partition with a position in ``positions`` is read strictly after it (a stream's cursor)."""
+        budget = budget or self.config.max_response_bytes
         share = max(budget // len(query.partitions), self.config.max_message_bytes)
         wanted = self._range(queue, query, share)
-        groups = await gather([self.store.read_messages(queue, p, wanted) for p in query.partitions])
+        ranges = [wanted if not positions or p not in positions else _after(wanted, positions[p])
+                  for p in query.partitions]
+        groups = await gather([self.store.read_messages(queue, p, r) for p, r in zip(query.partitions, ranges)])
         return cut_page(query.partitions, groups, query.limit, share, budget)
+
+    async def read_after(self, queue: QueueSettings, query: ReadQuery, positions: Mapping[int, uuid.UUID],
+                         budget: int) -> Page:
+        """What a stream reads next: ``query``'s partitions after their ``positions`` (or from the
+        query's own bound), within ``budget`` body bytes, up to now less the read delay."""
+        page = await self._read_once(queue, query, positions, budget)
+        self.metrics.messages_read.inc(len(page.messages))
+        return page
+
+    async def followable(self, principal: str | None, application: str, queue_name: str,
+                         query: ReadQuery) -> tuple[QueueSettings, ReadQuery]:
+        """The queue and query of a stream, checked like a range read's (a stream reads forward)."""
+        queue = await self._consumable_queue(principal, application, queue_name, reading=True)
+        errors = {}
+        if query.descending:
+            errors["order"] = "A stream reads in ascending order."
+        if query.wait:
+            errors["wait"] = "A stream waits by itself; it takes no wait."
+        if errors:
+            raise InvalidParameters(errors)
+        return queue, query.for_partitions(queue.partitions)
+
+    async def wait_for_messages(self, queue: QueueSettings, partitions: tuple[int, ...], looked_at: int,
+                                timeout: float) -> bool:
+        """True once a message may have arrived on ``partitions`` since ``looked_at`` (ticks) and
+        is old enough for the queue's read delay; False when ``timeout`` passes first."""
+        deadline = self.clock.seconds() + timeout
+        arrived = await self.hub.wait(queue, partitions, looked_at, timeout)
+        delay = self.config.delays.get(queue.consistency, 0.0)
+        if arrived and delay:  # the new message becomes readable only after the read delay
+            await task.deferLater(self.clock, min(delay, max(deadline - self.clock.seconds(), 0)))
+        return arrived
 
     async def read_messages(self, principal: str | None, application: str, queue_name: str,
                             query: ReadQuery) -> Result:
@@ -265,13 +370,9 @@ class Queuey:
             remaining = deadline - self.clock.seconds()
             if page.messages or remaining <= 0:
                 break
-            arrived = await self.hub.wait(queue, query.partitions, looked_at, remaining)
-            if not arrived:
+            if not await self.wait_for_messages(queue, query.partitions, looked_at, remaining):
                 page = await self._read_once(queue, query)
                 break
-            delay = self.config.delays.get(queue.consistency, 0.0)
-            if delay:  # the new message becomes readable only after the read delay
-                await task.deferLater(self.clock, min(delay, max(deadline - self.clock.seconds(), 0)))
         self.metrics.messages_read.inc(len(page.messages))
         result: Result = {"status": "ok", "messages": [message_json(m) for m in page.messages]}
         if page.truncated:

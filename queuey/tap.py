@@ -18,6 +18,7 @@ from queuey.connections import connection_cap
 from queuey.config import DEFAULT_PORT, Config, ConfigError, development_config, describe_problems, load_config
 from queuey.core import Queuey
 from queuey.storage import make_store
+from queuey.streams import Streams
 
 log = Logger()
 
@@ -37,10 +38,11 @@ class Options(usage.Options):
 class QueueyService(service.MultiService):
     """Opens the store, then starts listening; at shutdown stops listening, then closes it."""
 
-    def __init__(self, core: Queuey, reactor: Any) -> None:
+    def __init__(self, core: Queuey, reactor: Any, streams: Streams | None = None) -> None:
         super().__init__()
         self.core = core
         self._reactor = reactor
+        self._streams = streams
 
     def privilegedStartService(self) -> None:
         """Listen only after the store is open (in startService), not before."""
@@ -64,7 +66,9 @@ class QueueyService(service.MultiService):
 
     @defer.inlineCallbacks
     def stopService(self) -> Any:
-        self.core.hub.stop()
+        if self._streams is not None:  # before the hub stops: they end instead of waiting again
+            yield self._streams.close_all()
+        self.core.stop()
         yield super().stopService()
         yield self.core.store.close()
 
@@ -119,8 +123,9 @@ def make_service(config: Config, port: str, reactor: Any) -> service.MultiServic
         log.warn("[limits] max_connections = {configured} does not fit the open-file limit ({files}); "
                  "serving at most {cap} connections at once", configured=config.max_connections,
                  files=file_limit, cap=cap)
-    site = QueueyApp(core).site(reactor, max_connections=cap)
-    top = QueueyService(core, reactor)
+    app = QueueyApp(core)
+    site = app.site(reactor, max_connections=cap)
+    top = QueueyService(core, reactor, app.streams)
     ListeningService(port, site, reactor).setServiceParent(top)
     return top
 

@@ -23,6 +23,7 @@ class TwistdProcess(protocol.ProcessProtocol):
     """Collects a twistd's output; fires ``listening`` on its 'starting on' line and ``ended`` at exit."""
 
     base = ""
+    port = 0
 
     def __init__(self) -> None:
         self.output = b""
@@ -62,13 +63,15 @@ def spawn_queuey(test: unittest.TestCase, cwd: str, *args: str) -> TwistdProcess
 
 
 @defer.inlineCallbacks
-def start_queuey(test: unittest.TestCase, config: str, port: int | None = None) -> Any:
-    """A queuey with ``config`` on a loopback ``port``; fires with its process, ``base`` set, once it listens."""
+def start_queuey(test: unittest.TestCase, config: str, port: int | None = None, backlog: int = 50) -> Any:
+    """A queuey with ``config`` on a loopback ``port``; fires with its process, ``base`` and ``port``
+    set, once it listens."""
     port = port or free_port()
     process = spawn_queuey(test, os.path.dirname(config), "--config", config,
-                           "--port", f"tcp:{port}:interface=127.0.0.1")
+                           "--port", f"tcp:{port}:interface=127.0.0.1:backlog={backlog}")
     yield process.listening
     process.base = f"http://127.0.0.1:{port}"
+    process.port = port
     return process
 
 

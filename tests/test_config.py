@@ -91,3 +91,44 @@ class ConfigTests(unittest.TestCase):
             config = load_config(str(path), environ={})
             self.assertTrue(config.application_keys)
             self.assertEqual(config.warnings, (), path)
+
+
+class StreamSigningCorsConfigTests(unittest.TestCase):
+    """[streams], [cors], [signing] and [limits] max_delay: their defaults, and each mistake in one line."""
+
+    def test_defaults(self) -> None:
+        config = parse_config(GOOD)
+        self.assertEqual((config.stream_keepalive, config.stream_buffer_bytes, config.stream_retry_ms),
+                         (15.0, 1024 * 1024, 2000))
+        self.assertEqual((config.cors_allow_origins, config.signing_secrets, config.max_delay), ((), (), 604800))
+
+    def test_values(self) -> None:
+        config = parse_config(GOOD + """max_delay = 60
+[streams]
+keepalive = 2.5
+buffer_bytes = 65536
+retry = 500
+[cors]
+allow_origins = https://a.example, http://b.example:8080 http://[::1]:9000
+[signing]
+secret = new-secret-0123456789, old-secret-0123456789
+max_expiry = 600
+""")
+        self.assertEqual((config.stream_keepalive, config.stream_buffer_bytes, config.stream_retry_ms),
+                         (2.5, 65536, 500))
+        self.assertEqual(config.cors_allow_origins, ("https://a.example", "http://b.example:8080", "http://[::1]:9000"))
+        self.assertEqual(config.signing_secrets, (b"new-secret-0123456789", b"old-secret-0123456789"))
+        self.assertEqual((config.signing_max_expiry, config.max_delay), (600, 60))
+
+    def test_mistakes(self) -> None:
+        for section, line, expected in [
+            ("cors", "allow_origins = https://a.example/", "[cors] allow_origins: 'https://a.example/' is not an origin"),
+            ("cors", "allow_origins = *, https://a.example", "[cors] allow_origins: * allows every origin"),
+            ("signing", "secret = short", "[signing] secret: each secret must be at least 16 bytes"),
+            ("streams", "buffer_bytes = 10", "[streams] buffer_bytes: must be at least 1024"),
+            ("streams", "keepalive = often", "[streams] keepalive: 'often' is not a number"),
+        ]:
+            error = self.assertRaises(ConfigError, parse_config, GOOD + f"[{section}]\n{line}\n")
+            self.assertTrue(str(error).startswith(expected), str(error))
+        error = self.assertRaises(ConfigError, parse_config, GOOD + "max_delay = 400000000\n")
+        self.assertTrue(str(error).startswith("[limits] max_delay: must be at most"), str(error))

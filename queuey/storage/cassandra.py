@@ -417,8 +417,10 @@ class CassandraStore:
         remembers it, so a busy bucket costs one index write per bucket width.
         """
         level = self._level(queue)
-        now = int(self._reactor.seconds())
+        clock = self._reactor.seconds()
+        now = int(clock)
         step = self._bucket_ticks // timeuuid.TICKS_PER_SECOND
+        lifetimes = {m.id: math.ceil(m.lifetime(clock)) for m in messages}  # delay + TTL, in seconds
         groups: dict[tuple[int, int], list[NewMessage]] = {}
         for message in messages:
             groups.setdefault((message.partition, bucket_of(message.id, self._bucket_ticks)), []).append(message)
@@ -426,13 +428,13 @@ class CassandraStore:
         index_marks = []
         for (partition, bucket), group in groups.items():
             key = (queue.application, queue.queue_name, queue.created, partition, bucket)
-            expires = -(-(now + max(m.ttl for m in group)) // step) * step + step
+            expires = -(-(now + max(lifetimes[m.id] for m in group)) // step) * step + step
             if self._indexed.get(key, -1) < expires:
                 writes.append(self._execute(self._bound("index_bucket", *key, expires, expires - now,
                                                         consistency=level)))
                 index_marks.append((key, expires))
             for chunk in _chunks(group):
-                statements = [self._bound("put_message", *key, m.id, m.content_type, m.body, m.ttl,
+                statements = [self._bound("put_message", *key, m.id, m.content_type, m.body, lifetimes[m.id],
                                           consistency=level) for m in chunk]
                 if len(statements) == 1:
                     writes.append(self._execute(statements[0]))
@@ -520,15 +522,16 @@ class CassandraStore:
         return None
 
     @defer.inlineCallbacks
-    def newest_message_ids(self, queue: QueueSettings, partitions: Sequence[int]) -> Any:
+    def newest_message_ids(self, queue: QueueSettings, partitions: Sequence[int], upto: Any = None) -> Any:
         level = self._level(queue)
+        highest = HIGHEST_ID if upto is None else upto
 
         @defer.inlineCallbacks
         def newest(partition: int) -> Any:
-            buckets = yield self._buckets(queue, partition, None, None, True, level)
+            buckets = yield self._buckets(queue, partition, None, bucket_of(highest, self._bucket_ticks), True, level)
             for bucket in buckets:
                 rows = yield self._execute(self._bound(
-                    "newest", queue.application, queue.queue_name, queue.created, partition, bucket,
+                    "newest", queue.application, queue.queue_name, queue.created, partition, bucket, highest,
                     consistency=level))
                 if rows:
                     return rows[0][0]
@@ -588,7 +591,7 @@ _STATEMENTS = {
     "get_message": f"SELECT content_type, body FROM messages WHERE {MESSAGE_KEY} AND bucket = ? AND id = ?",
     "delete_message": f"DELETE FROM messages WHERE {MESSAGE_KEY} AND bucket = ? AND id = ?",
     "count_bucket": f"SELECT count(*) FROM messages WHERE {MESSAGE_KEY} AND bucket = ?",
-    "newest": f"SELECT id FROM messages WHERE {MESSAGE_KEY} AND bucket = ? ORDER BY id DESC LIMIT 1",
+    "newest": f"SELECT id FROM messages WHERE {MESSAGE_KEY} AND bucket = ? AND id <= ? ORDER BY id DESC LIMIT 1",
     "drop_bucket": f"DELETE FROM messages WHERE {MESSAGE_KEY} AND bucket = ?",
     "drop_bucket_index": f"DELETE FROM message_buckets WHERE {MESSAGE_KEY}",
 }

@@ -395,7 +395,8 @@ class SQLiteStore:
     # -- messages -----------------------------------------------------------
 
     def put_messages(self, queue: QueueSettings, messages: Sequence[NewMessage]) -> defer.Deferred[None]:
-        now = self._now_ms()
+        now = self._clock.seconds()
+        now_ms = int(now * 1000)
 
         def upsert(conn: sqlite3.Connection) -> None:
             row = conn.execute("SELECT qid FROM queues WHERE application = ? AND queue_name = ?",
@@ -408,8 +409,8 @@ class SQLiteStore:
                 "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (qid, partition, key) DO UPDATE SET "
                 "expires_ms = excluded.expires_ms, content_type = excluded.content_type, "
                 "body = excluded.body",
-                [(qid, m.partition, timeuuid.sort_key(m.id), now + m.ttl * 1000, m.content_type, m.body)
-                 for m in messages])
+                [(qid, m.partition, timeuuid.sort_key(m.id), now_ms + int(m.lifetime(now) * 1000), m.content_type,
+                  m.body) for m in messages])
             return None
         return self._runner.write(upsert)
 
@@ -462,13 +463,15 @@ class SQLiteStore:
                  for ref in refs])
         return self._runner.write(delete)
 
-    def newest_message_ids(self, queue: QueueSettings,
-                           partitions: Sequence[int]) -> defer.Deferred[dict[int, Any]]:
+    def newest_message_ids(self, queue: QueueSettings, partitions: Sequence[int],
+                           upto: Any = None) -> defer.Deferred[dict[int, Any]]:
+        highest = b"\xff" * 16 if upto is None else timeuuid.sort_key(upto)
+
         def select(conn: sqlite3.Connection) -> dict[int, Any]:
             newest = {}
             for partition in partitions:
-                key = conn.execute(f"SELECT max(key) FROM messages WHERE qid = {QID} AND partition = ?",
-                                   (queue.application, queue.queue_name, partition)).fetchone()[0]
+                key = conn.execute(f"SELECT max(key) FROM messages WHERE qid = {QID} AND partition = ? AND key <= ?",
+                                   (queue.application, queue.queue_name, partition, highest)).fetchone()[0]
                 if key is not None:
                     newest[partition] = timeuuid.from_sort_key(key)
             return newest
