@@ -41,6 +41,8 @@ class EventParser:
 
     def feed(self, chunk: bytes) -> list[Event]:
         """The events that ``chunk`` completes."""
+        if not chunk:
+            return []  # keeps a CR that ended the last chunk waiting for its LF
         if self._after_cr and chunk.startswith(b"\n"):
             chunk = chunk[1:]  # the LF of a CR LF split between two chunks
         self._after_cr = chunk.endswith(b"\r")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis import HealthCheck, example, given, settings, strategies as st
 from twisted.trial.unittest import SynchronousTestCase
 
 from queuey.sse import Event, EventParser, StreamError
@@ -36,6 +36,7 @@ class EventParserTests(SynchronousTestCase):
 
     @settings(deadline=None, suppress_health_check=[HealthCheck.too_slow])
     @given(st.lists(st.integers(0, len(STREAM)), max_size=20))
+    @example([STREAM.index(b"\r\n") + 1] * 2)  # an empty chunk between a CR and its LF
     def test_any_chunking_reads_the_same(self, cuts: list[int]) -> None:
         edges = [0, *sorted(cuts), len(STREAM)]
         events, _ = read([STREAM[a:b] for a, b in zip(edges, edges[1:])])
