@@ -24,6 +24,7 @@ their deletion.
 
 from __future__ import annotations
 
+import math
 import uuid
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
