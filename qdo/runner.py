@@ -253,13 +253,11 @@ class PartitionRunner:
                 if not self.gate.is_open():
                     await self._interruptible(self.gate.wait())
                 await self._interruptible(self.semaphore.acquire())
-                try:
-                    if not self.gate.is_open():
-                        continue  # suspended while we queued for a slot
-                    message = self.in_hand = self.buffer.popleft()
-                    ok = await self._process(message)
-                finally:
+                if not self.gate.is_open():
                     self.semaphore.release()
+                    continue  # suspended while we queued for a slot
+                message = self.in_hand = self.buffer.popleft()
+                ok = await self._in_slot(message)
                 if self.dropped:
                     break
                 if ok:
@@ -284,6 +282,24 @@ class PartitionRunner:
         if self.on_exit is not None:
             self.on_exit(self, why)
         return why
+
+    async def _in_slot(self, message: Message) -> bool:
+        """:meth:`_process` holding a job slot, then hand the slot on.
+
+        Not when the loop is being closed (GeneratorExit): it was dropped and
+        collected mid-job, and so are the runners waiting for the slot;
+        resuming them from the garbage collector would run jobs there or
+        resume coroutines already closed.
+        """
+        try:
+            ok = await self._process(message)
+        except GeneratorExit:
+            raise
+        except BaseException:
+            self.semaphore.release()
+            raise
+        self.semaphore.release()
+        return ok
 
     def _why(self, error: BaseException) -> str:
         if isinstance(error, Fenced):

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import gc
 import os
 import threading
+import weakref
 from typing import Any
 
 import orjson
@@ -197,16 +199,18 @@ class RunnerTests(SynchronousTestCase):
         self.memory.treq.flush()
         return self.successResultOf(d) if d is not None else None
 
-    def runner(self, job: Any, failure: Any = qw.log_failure) -> PartitionRunner:
+    def runner(self, job: Any, failure: Any = qw.log_failure, partition: int = 1,
+               semaphore: defer.DeferredSemaphore | None = None) -> PartitionRunner:
         jobs = qw.Jobs(job, qw.dict_context, failure, self.client, self.clock, 1)
         jobs.start()
 
         def commit(partition: Partition, message_id: str) -> defer.Deferred[None]:
             self.commits.append(message_id)
             return defer.succeed(None)
-        return PartitionRunner(Partition("queuey", "jobs", 1), None, client=self.client, jobs=jobs,
+        return PartitionRunner(Partition("queuey", "jobs", partition), None, client=self.client, jobs=jobs,
                                   commit=commit, gate=Gate(lambda: self.gate_open),
-                                  semaphore=defer.DeferredSemaphore(1), clock=self.clock, wait_interval=0.5,
+                                  semaphore=semaphore or defer.DeferredSemaphore(1), clock=self.clock,
+                                  wait_interval=0.5,
                                   max_wait_interval=1)
 
     @staticmethod
@@ -271,6 +275,43 @@ class RunnerTests(SynchronousTestCase):
         self.assertEqual(self.successResultOf(stopped), "stopped")
         self.assertEqual(len(self.commits), 1)
         self.assertEqual(len(started), 1, "nothing new after stop")
+
+    def test_abandoned_runners_wake_nothing_when_collected(self) -> None:
+        """Runners dropped mid-job (as a test drops a "killed" worker) are garbage: collecting them runs nothing.
+
+        The loop holding the job slot must not hand it on while the collector
+        closes it: the runner waiting for the slot is garbage too, and resuming
+        it starts a job from the collector or, when it was closed first, makes
+        Twisted log "cannot reuse already awaited coroutine" in whatever test
+        is running at the time.
+        """
+        started: list[str] = []
+
+        @qw.reactor_job
+        def job(message: qw.Message, context: Any) -> defer.Deferred[None]:
+            started.append(message.body)
+            return defer.Deferred()  # never ends
+
+        handed_on: list[int] = []
+
+        class Slots(defer.DeferredSemaphore):
+            def release(self) -> None:
+                handed_on.append(len(self.waiting))
+                super().release()
+
+        slots = Slots(1)
+        holding = self.runner(job, partition=1, semaphore=slots)
+        waiting = self.runner(job, partition=2, semaphore=slots)
+        holding.start()
+        waiting.start()
+        self.settle(self.client.post_messages("jobs", [{"body": "a", "partition": 1}]))
+        self.settle(self.client.post_messages("jobs", [{"body": "b", "partition": 2}]))
+        self.assertEqual((started, len(slots.waiting)), (["a"], 1))
+        alive = [weakref.ref(holding), weakref.ref(waiting)]
+        del holding, waiting, slots
+        gc.collect()
+        self.assertEqual([r() for r in alive], [None, None])
+        self.assertEqual((started, handed_on), (["a"], []))
 
     def test_drop_commits_nothing(self) -> None:
         started: list[defer.Deferred[None]] = []
