@@ -2,16 +2,17 @@
 # The slow Cassandra failure tests (tests/test_cassandra_cluster.py), each on its own cluster:
 #   1. one node, stopped and started under a running queuey   (OutageTests,  ~1 min)
 #   2. three nodes on 127.0.K.1-3, replication 3              (ClusterTests, ~3 min)
+#   3. three nodes, two queuey processes, the queue directory  (tests/test_cassandra_multinode.py, ~3 min)
 # Each cluster lives in its own data dir under var/ and is stopped and wiped afterwards.
 # Nothing else may be listening on 127.0.K.1-3:9042 meanwhile (stop `make test`'s node first);
 # K is QUEUEY_SERVICES_SLOT (default 0, see scripts/service-lib.sh).
 #
-#   scripts/run-cluster-tests.sh [outage|cluster ...]      (default: both)
+#   scripts/run-cluster-tests.sh [outage|cluster|multinode ...]      (default: all three)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
 slot=${QUEUEY_SERVICES_SLOT:-0}
-parts=("${@:-outage cluster}")
+parts=("${@:-outage cluster multinode}")
 read -ra parts <<<"${parts[*]}"
 
 current=""
@@ -40,7 +41,14 @@ for part in "${parts[@]}"; do
             QUEUEY_CASSANDRA_DATA="$current" QUEUEY_TEST_CASSANDRA_CLUSTER=127.0.$slot.1,127.0.$slot.2,127.0.$slot.3 \
                 run_trial tests.test_cassandra_cluster.ClusterTests
             ;;
-        *) echo "unknown part: $part (use outage, cluster)" >&2; exit 2 ;;
+        multinode)
+            current="$root/var/cassandra-multinode"
+            scripts/cassandra-start.sh --data "$current" --clean --nodes 3
+            QUEUEY_CASSANDRA_DATA="$current" \
+                QUEUEY_TEST_CASSANDRA_MULTINODE=127.0.$slot.1,127.0.$slot.2,127.0.$slot.3 \
+                run_trial tests.test_cassandra_multinode
+            ;;
+        *) echo "unknown part: $part (use outage, cluster, multinode)" >&2; exit 2 ;;
     esac
     scripts/cassandra-stop.sh --data "$current" --clean
     current=""
