@@ -300,12 +300,14 @@ def statement_for_ten_million(stats: dict[str, dict[str, str]], sharded: str, un
 # -- the run ------------------------------------------------------------------------
 
 async def open_stores(reactor: Any, args: argparse.Namespace, keyspace: str) -> Layouts:
-    from queuey.storage.cassandra import CassandraSettings, CassandraStore
+    from queuey.config import parse_config
+    from queuey.storage.cassandra import CassandraStore
     from queuey.storage.cassandra_migrate import LEGACY_CQL, LEGACY_STATEMENTS as MIGRATION_STATEMENTS
 
     def settings(name: str) -> Any:
-        return CassandraSettings.parse({"hosts": args.hosts, "keyspace": name, "request_timeout": "60",
-                                        "max_in_flight": str(max(256, args.in_flight))})
+        return parse_config(f"[application_keys]\n{LIST_APP} = {LIST_KEY}\n[storage]\nbackend = cassandra\n"
+                            f"hosts = {args.hosts}\nkeyspace = {name}\nrequest_timeout = 60\n"
+                            f"max_in_flight = {max(256, args.in_flight)}\n").storage
     sharded = CassandraStore(settings(keyspace), reactor)
     await sharded.open()
     legacy = keyspace + "_unsharded"

@@ -19,8 +19,9 @@ from twisted.internet.task import Clock
 from twisted.trial.unittest import SkipTest
 from twisted.web.client import Agent, HTTPConnectionPool
 
+import tests.test_delayed as delayed_tests
 import tests.test_http as http_tests
-from queuey.app import QueueyApp, QueueySite
+from queuey.app import QueueyApp
 from queuey.config import Config
 from queuey.core import Queuey
 from tests.test_cassandra_store import cassandra_settings
@@ -62,8 +63,7 @@ class CassandraQueuey:
                         break
                     for queue in queues:
                         yield self.store.delete_queue(application, queue.queue_name)
-            site = QueueySite(self.app.resource(), self.config.max_request_bytes)
-            site.displayTracebacks = False
+            site = self.app.site(reactor)
             self.port = reactor.listenTCP(0, site, interface="127.0.0.1")
             self.base = f"http://127.0.0.1:{self.port.getHost().port}"
             self._ready = True
@@ -94,7 +94,7 @@ class CassandraQueuey:
     @defer.inlineCallbacks
     def close(self) -> Any:
         yield self.opened
-        self.core.hub.stop()
+        self.core.stop()
         if self.port is not None:
             yield self.port.stopListening()
         yield self.store.close()
@@ -161,3 +161,9 @@ class CassandraRoutingAndOperationsTests(http_tests.RoutingAndOperationsTests, C
     pass
 
 
+class CassandraQueueInfoTests(http_tests.QueueInfoTests, CassandraHTTPCase):
+    pass
+
+
+class CassandraDelayTests(delayed_tests.DelayTests, CassandraHTTPCase):
+    pass

@@ -38,8 +38,6 @@ log = Logger()
 MIGRATE_COMMAND = "python -m queuey.storage.cassandra_migrate --config <queuey.ini>"
 #: The table of queue settings before the directory was sharded.
 LEGACY_TABLE = "queues"
-DEFAULT_SHARDS = 64
-MAX_SHARDS = 4096
 #: Shards a listing page reads at once.
 LISTING_CONCURRENCY = 32
 

@@ -29,7 +29,7 @@ from typing import Any, AsyncIterator, Callable, Coroutine
 from twisted.internet import defer, task
 from twisted.python.failure import Failure
 
-from queuey.config import ConfigError, load_config
+from queuey.config import CassandraSettings, ConfigError, describe_problems, load_config
 from queuey.errors import StorageUnavailable
 from queuey.interfaces import QueueSettings
 from queuey.storage.cassandra_directory import (COLUMNS, LEGACY_TABLE, DirectoryState, QueueDirectory,
@@ -47,6 +47,7 @@ LEGACY_STATEMENTS = {
                     "ORDER BY queue_name LIMIT ?"),
 }
 PAGE = 1000
+PROGRAM = "queuey migration"
 #: Pages of directory changes in flight at once (each one batch per shard it touches).
 FLUSHES_IN_FLIGHT = 4
 PROGRESS_SECONDS = 10.0
@@ -218,19 +219,23 @@ async def run(reactor: Any, config_path: str, out: Progress, err: Progress) -> i
     """The command: 0 done (or nothing to do), 1 failed, 2 bad configuration."""
     try:
         config = load_config(config_path)
-        if config.backend != "cassandra":
-            raise ConfigError(f"[storage] backend: {config.backend}, not cassandra: nothing to migrate")
-        from queuey.storage.cassandra import CassandraSettings, CassandraStore
-        settings = CassandraSettings.parse(config.storage)
     except ConfigError as e:
-        err(f"queuey migration: bad configuration: {e}")
+        for line in describe_problems(PROGRAM, e).splitlines():
+            err(line)
         return 2
+    settings = config.storage
+    if not isinstance(settings, CassandraSettings):
+        err(f"{PROGRAM}: bad configuration: [storage] backend: {settings.backend}, not cassandra: nothing to migrate")
+        return 2
+    for warning in config.warnings:
+        err(f"{PROGRAM}: warning: {warning}")
+    from queuey.storage.cassandra import CassandraStore
     store = CassandraStore(settings, reactor)
     try:
         await store.open(migrating=True)
         await migrate(store, reactor, out)
     except (MigrationFailed, StorageUnavailable) as e:
-        err(f"queuey migration: {e}")
+        err(f"{PROGRAM}: {e}")
         return 1
     finally:
         await store.close()
