@@ -11,7 +11,7 @@ import random
 import sys
 from typing import Any
 
-from twisted.internet import defer, reactor, utils
+from twisted.internet import defer, reactor, task, utils
 from twisted.trial import unittest
 
 from queuey import timeuuid
@@ -242,6 +242,18 @@ def make_legacy_keyspace(queues: list[QueueSettings], messages: dict[str, list[N
         yield store.close()
 
 
+class SteppingClock(task.Clock):
+    """A clock that is ``step`` seconds later each time it is read."""
+
+    def __init__(self, step: float) -> None:
+        super().__init__()
+        self.step = step
+
+    def seconds(self) -> float:
+        self.advance(self.step)
+        return super().seconds()
+
+
 class UpgradeTests(unittest.TestCase):
     """A keyspace of an earlier Queuey: refused until migrated, then served with every queue and message."""
 
@@ -359,6 +371,23 @@ class UpgradeTests(unittest.TestCase):
         self.assertIsNone((yield store.directory.get(gone.application, gone.queue_name)))
         self.assertEqual((yield store.directory.get(APP, changed.queue_name)), changed)
         self.assertEqual((yield store.directory.get(APP, "added-late")), added)
+
+    @defer.inlineCallbacks
+    def test_progress_lines_on_the_clock(self) -> Any:
+        """A line every PROGRESS_SECONDS of the injected clock: here each reading of it is that much later."""
+        from queuey.storage import cassandra_migrate
+        store = yield self.migrating_store()
+        yield store.prepare(cassandra_migrate.LEGACY_STATEMENTS)
+        said: list[str] = []
+        clock = SteppingClock(cassandra_migrate.PROGRESS_SECONDS)
+        counts = yield defer.ensureDeferred(cassandra_migrate.walk(store, store.directory, clock, said.append, "copy"))
+        self.assertEqual(len(said), counts.queues)  # one line per queue walked
+        self.assertEqual(said[0], f"copy: application {APP}: 1 queues so far, 0 written, 0 removed")
+        self.assertEqual(said[-1], f"copy: application other: {len(self.queues)} queues so far, "
+                                   f"{len(self.queues) - 2} written, 0 removed")
+        quiet: list[str] = []
+        yield defer.ensureDeferred(cassandra_migrate.walk(store, store.directory, task.Clock(), quiet.append, "check"))
+        self.assertEqual(quiet, [])  # no time passed: no line
 
     @defer.inlineCallbacks
     def test_a_writer_during_the_migration_stops_it(self) -> Any:
