@@ -292,6 +292,8 @@ def statement_for_ten_million(stats: dict[str, dict[str, str]], sharded: str, un
     say(f"  sharded:   {shards} partitions of at most about {mb(str(round(s_max * factor)))} each "
         f"(measured {mb(str(s_max))} at {count:,})")
     say(f"  unsharded: one partition of about {mb(str(round(u_max * factor)))} (measured {mb(str(u_max))})")
+    say(f"  rows in a sharded partition: about {10_000_000 // shards:,}; the lookups and listing slices above were "
+        f"measured in partitions of {count // shards:,} rows (sharded) and {count:,} rows (unsharded)")
     if create_rate:
         say(f"  creating them at the measured {create_rate:.0f}/s from one client: "
             f"{10_000_000 / create_rate / 3600:.1f} h")
@@ -387,7 +389,8 @@ async def run(reactor: Any, args: argparse.Namespace, workdir: Path) -> None:
             await migrate(layouts.stores["unsharded"], reactor, lambda line: say("  " + line))
             seconds = time.monotonic() - began
             say(f"migration: {seconds:.0f} s for {args.queues:,} queues, {args.queues / seconds:.0f} queues/s "
-                f"(a copying walk and a checking walk; load {load()})")
+                f"(a copying walk and a checking walk; load {load()}); 10,000,000 at this rate: "
+                f"{10_000_000 / (args.queues / seconds) / 60:.0f} min")
     finally:
         for store in layouts.stores.values():
             await store.close()
