@@ -14,6 +14,22 @@ from typing import Awaitable, Callable
 from twisted.internet import defer, reactor, task, utils
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+#: A queuey of application ``c`` on the test cluster: short timeouts, a fast poll (format it).
+CONFIG = """
+[application_keys]
+c = {key}
+
+[storage]
+backend = cassandra
+hosts = {hosts}
+keyspace = {keyspace}
+replication = {replication}
+connect_timeout = 3
+request_timeout = 5
+
+[longpoll]
+poll_interval = 0.5
+"""
 
 
 class ScriptFailed(AssertionError):

@@ -19,25 +19,10 @@ from twisted.trial import unittest
 from twisted.trial.unittest import SkipTest
 
 from queuey.client import NotFound, QueueyClient, QueueyClientError
-from tests.cassandra_nodes import metric, node, table_stats, until
+from tests.cassandra_nodes import CONFIG, metric, node, table_stats, until
 from tests.processes import start_queuey
 
 KEY = "multinode-key"
-CONFIG = """
-[application_keys]
-c = {key}
-
-[storage]
-backend = cassandra
-hosts = {hosts}
-keyspace = {keyspace}
-replication = {replication}
-connect_timeout = 3
-request_timeout = 5
-
-[longpoll]
-poll_interval = 0.5
-"""
 
 
 class QueueyPair(unittest.TestCase):
