@@ -201,3 +201,36 @@ class SpreadTests(QueueyPair):
             counts.append((int(stats["Local write count"]), int(stats["Local read count"])))
         self.assertTrue(all(writes > 0 and reads > 0 for writes, reads in counts), counts)
         self.assertGreaterEqual(sum(writes for writes, _ in counts), len(names))
+
+
+class SimultaneousStartTests(unittest.TestCase):
+    """Stores starting at the same moment on a new keyspace of the cluster all open.
+
+    The one that finds the schema made by the other a moment ago must not read a node that has not
+    heard of it yet, nor give up when the two record the keyspace's settings at once (this failed
+    about one start in three before the store waited for schema agreement and tried again).
+    """
+
+    timeout = 600
+
+    def setUp(self) -> None:
+        self.hosts = os.environ.get("QUEUEY_TEST_CASSANDRA_MULTINODE", "").strip()
+        if not self.hosts:
+            raise SkipTest("set QUEUEY_TEST_CASSANDRA_MULTINODE (scripts/run-cluster-tests.sh multinode does)")
+
+    def store(self, keyspace: str) -> Any:
+        from queuey.config import parse_config
+        from queuey.storage.cassandra import CassandraStore
+        return CassandraStore(parse_config(CONFIG.format(key=KEY, hosts=self.hosts, keyspace=keyspace,
+                                                         replication="SimpleStrategy:3")).storage, reactor)
+
+    @defer.inlineCallbacks
+    def test_two_stores_open_a_new_keyspace_at_once(self) -> Any:
+        for _ in range(4):
+            keyspace = "queuey_test_start_" + uuid.uuid4().hex[:8]
+            stores = [self.store(keyspace), self.store(keyspace)]
+            for store in stores:
+                self.addCleanup(store.close)
+            yield defer.gatherResults([store.open() for store in stores], consumeErrors=True)
+            self.assertEqual({store.layout.shards for store in stores}, {64})
+            # The keyspaces go with the cluster, which run-cluster-tests.sh wipes.

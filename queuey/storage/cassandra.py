@@ -33,7 +33,7 @@ from twisted.internet import defer, task, threads
 from twisted.logger import Logger
 from zope.interface import implementer
 
-from cassandra import ConsistencyLevel, DriverException, RequestExecutionException
+from cassandra import ConsistencyLevel, DriverException, InvalidRequest, RequestExecutionException
 from cassandra import OperationTimedOut
 from cassandra.auth import PlainTextAuthProvider
 from cassandra.cluster import (EXEC_PROFILE_DEFAULT, Cluster, ExecutionProfile, NoHostAvailable,
@@ -82,6 +82,10 @@ BUSY_PAUSE = 0.005
 #: gc_grace_seconds of the message tables: tombstones there only hide deleted
 #: messages, which expire by TTL anyway; 3 h is the default hint window.
 MESSAGE_GC_GRACE = 10800
+#: How long a start waits for every node to have the schema it created (or found being created).
+SCHEMA_AGREEMENT_SECONDS = 60.0
+#: Starts tried when another process is starting on the same new keyspace at once (see _raced).
+START_ATTEMPTS = 5
 
 MESSAGE_KEY = "application = ? AND queue_name = ? AND incarnation = ? AND partition = ?"
 
@@ -199,12 +203,19 @@ class CassandraStore:
         running: defer.Deferred[None] = defer.Deferred()
         self._reactor.callWhenRunning(running.callback, None)
         yield running
-        try:
-            yield threads.deferToThreadPool(self._reactor, self._reactor.getThreadPool(), self._connect,
-                                            migrating)
-        except Exception as e:
-            yield self.close()
-            raise translate(e) from None
+        for attempt in range(1, START_ATTEMPTS + 1):
+            try:
+                yield threads.deferToThreadPool(self._reactor, self._reactor.getThreadPool(), self._connect,
+                                                migrating)
+                break
+            except Exception as e:
+                yield self.close()
+                if attempt == START_ATTEMPTS or not self._raced(e):
+                    raise translate(e) from None
+                log.warn("Opening keyspace {keyspace} met another process starting on it ({error}); trying "
+                         "again ({attempt} of {attempts})", keyspace=self.settings.keyspace,
+                         error=str(e)[:200], attempt=attempt + 1, attempts=START_ATTEMPTS)
+                yield task.deferLater(self._reactor, float(attempt), lambda: None)
         # The bucket width is the keyspace's, fixed by the first store that opened it.
         stored = yield self._execute(self._bound("bucket_seconds", consistency=ConsistencyLevel.ONE),
                                      profile=DICT_PROFILE)
@@ -228,6 +239,15 @@ class CassandraStore:
                  keyspace=self.settings.keyspace,
                  hosts=",".join(f"{h}:{p}" for h, p in self.settings.hosts), io=CONNECTION_NOTE)
 
+    def _raced(self, error: BaseException) -> bool:
+        """Whether a failed start met another process starting on the same new keyspace at once: a node
+        that had not yet heard of a keyspace or table just made (``... does not exist``), or the two processes'
+        lightweight transactions recording the keyspace's settings colliding (``CAS operation ...``)."""
+        text = str(error)
+        return (self.settings.create_schema and isinstance(error, InvalidRequest)
+                and ("does not exist" in text or "doesn't exist" in text)) \
+            or "CAS operation" in text
+
     def _connect(self, migrating: bool) -> None:
         """Blocking: connect, create the schema, settle the directory, prepare everything.  Runs in a thread."""
         s = self.settings
@@ -245,12 +265,19 @@ class CassandraStore:
             control_connection_timeout=s.connect_timeout,
             # Come back within seconds when Cassandra does, not after the default 10 min cap.
             reconnection_policy=ExponentialReconnectionPolicy(base_delay=0.5, max_delay=5.0),
-            protocol_version=5, application_name="queuey", monitor_reporting_enabled=False)
+            protocol_version=5, application_name="queuey", monitor_reporting_enabled=False,
+            max_schema_agreement_wait=SCHEMA_AGREEMENT_SECONDS)
         self._cluster = cluster
         session = cluster.connect()
         if s.create_schema:
             for statement in schema_cql(s.keyspace, s.replication):
                 session.execute(statement, timeout=max(s.request_timeout, 30.0))
+            # A CREATE ... IF NOT EXISTS that found the table (another process made it a moment ago) is
+            # not waited for by the driver: without this, a node that has not yet heard of the table
+            # answers "table settings does not exist" (two processes starting on a new keyspace).
+            if not cluster.control_connection.wait_for_schema_agreement(wait_time=SCHEMA_AGREEMENT_SECONDS):
+                raise StorageUnavailable(f"Cassandra: the nodes did not agree on keyspace {s.keyspace}'s schema "
+                                         f"within {SCHEMA_AGREEMENT_SECONDS:g} s")
         session.set_keyspace(s.keyspace)
         layout = settle_layout(session, s.keyspace, s.directory_shards, self._meta_level, self._serial, migrating)
         statements = {**_STATEMENTS, **cassandra_directory.STATEMENTS}
