@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: setup run test test-cluster bench bench-cassandra bench-abuse bench-streams clean
+.PHONY: setup run test test-cluster bench bench-cassandra bench-scale bench-cluster bench-abuse bench-streams clean
 
 $(BIN)/twistd: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -30,6 +30,13 @@ bench: setup
 
 bench-cassandra: setup
 	$(BIN)/python bench/cassandra_bench.py
+
+# The queue directory with a million queues on one node (about an hour), and 1 vs 2 queuey on three nodes.
+bench-scale: setup
+	$(BIN)/python bench/scale_bench.py
+
+bench-cluster: setup
+	$(BIN)/python bench/cluster_bench.py
 
 # Server memory while clients abuse it (docs/api.rst, Limits).
 bench-abuse: setup

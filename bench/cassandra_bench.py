@@ -17,8 +17,8 @@ raw
     a Python process with the bare cassandra-driver (libev, prepared
     statements, ``execute_async``) keeping the same number of operations in
     flight, each operation the same CQL statements Queuey sends for that
-    request: the queue lookup, then the insert, the single-partition batch,
-    or the bucket lookup and the range select.
+    request: the queue lookup (in its directory shard), then the insert,
+    the single-partition batch, or the bucket lookup and the range select.
 
 The ratio queuey/raw is what HTTP, routing, validation, JSON and the Twisted
 bridge cost on top of the queries themselves.  Unless ``--hosts`` names a
@@ -41,7 +41,7 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -70,6 +70,8 @@ def raw_worker(spec: dict[str, Any]) -> None:
 
     from queuey import timeuuid
     from queuey.storage.cassandra import _STATEMENTS, HIGHEST_ID, LOWEST_ID, MAX_BUCKET, MIN_BUCKET, bucket_of
+    from queuey.storage.cassandra_directory import STATEMENTS as DIRECTORY_STATEMENTS
+    from queuey.storage.directory import shard_of
 
     host, port = spec["host"], spec["port"]
     profile = ExecutionProfile(load_balancing_policy=TokenAwarePolicy(DCAwareRoundRobinPolicy()),
@@ -77,9 +79,11 @@ def raw_worker(spec: dict[str, Any]) -> None:
     cluster = Cluster([(host, port)], connection_class=LibevConnection, protocol_version=5,
                       execution_profiles={EXEC_PROFILE_DEFAULT: profile}, monitor_reporting_enabled=False)
     session = cluster.connect(spec["keyspace"])
-    prepared = {name: session.prepare(_STATEMENTS[name]) for name in
+    statements = {**_STATEMENTS, **DIRECTORY_STATEMENTS}
+    prepared = {name: session.prepare(statements[name]) for name in
                 ("get_queue", "put_message", "buckets", "range", "bucket_seconds")}
     width = int(session.execute(prepared["bucket_seconds"]).one()[0]) * timeuuid.TICKS_PER_SECOND
+    shards = int(session.execute("SELECT value FROM settings WHERE name = 'directory_shards'").one()[0])
     level = ConsistencyLevel.QUORUM
     ids = timeuuid.TimeUUIDGenerator(lambda: round(time.time() * timeuuid.TICKS_PER_SECOND))
     shape, queue = spec["shape"], RAW_QUEUES[spec["shape"]]
@@ -114,7 +118,7 @@ def raw_worker(spec: dict[str, Any]) -> None:
                 for statement in statements:
                     batch.add(statement)
                 run(batch, done)
-        run(bound("get_queue", APP, queue), with_queue)
+        run(bound("get_queue", APP, shard_of(queue, shards), queue), with_queue)
 
     def measure(seconds: float) -> dict[str, Any]:
         latencies: list[float] = []
@@ -309,7 +313,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     cpus = sorted(os.sched_getaffinity(0))
     if args.no_pin or len(cpus) < 2:
         args.server_cpu = args.client_cpu = None
-    args.host, args.port = "127.0.0.1", 9042
+    args.host, args.port = f"127.0.{os.environ.get('QUEUEY_SERVICES_SLOT', '0')}.1", 9042  # scripts' node 1
     if args.hosts:
         args.host, _, port = args.hosts.partition(":")
         args.port = int(port or 9042)
@@ -327,43 +331,56 @@ def main(argv: list[str] | None = None) -> int:
     hb.TWISTD = hb.find_twistd()
     print(f"Queuey Cassandra benchmark, {time.strftime('%Y-%m-%d %H:%M:%S %Z')}; {os.cpu_count()} CPUs, "
           f"load average {' '.join(open('/proc/loadavg').read().split()[:3])}")
-    own_cassandra = not args.hosts
-    workdir = Path(tempfile.mkdtemp(prefix="queuey-cbench-"))
-    server: hb.Server | None = None
-    problems: list[str] = []
-    started = time.monotonic()
-    try:
-        if own_cassandra:
-            if cassandra_up(args.host, args.port):
-                hb.fail(f"something already listens on {args.host}:{args.port}; stop it, or pass --hosts to use it")
-            print("starting a one-node Cassandra in var/cassandra-bench ...", flush=True)
-            subprocess.run([str(ROOT / "scripts" / "cassandra-start.sh"), "--data", str(BENCH_DATA), "--clean"],
-                           check=True, timeout=900)
+
+    def body(workdir: Path) -> None:
         keyspace = "bench_" + uuid.uuid4().hex[:8]
         config = workdir / "bench.ini"
         write_config(config, args.host, args.port, keyspace)
         server = hb.Server("queuey", ["queuey", "--config", str(config), "--port", "tcp:{port}:interface=127.0.0.1"],
                            workdir, args.server_cpu)
-        server.start()
-        prepare(server)
-        print(f"queuey on CPU {args.server_cpu}, raw worker on CPU {args.server_cpu}, wrk on CPU {args.client_cpu}, "
-              f"Cassandra unpinned; keyspace {keyspace}", flush=True)
-        report(measure(server, keyspace, args), args)
-        server.stop()
+        try:
+            server.start()
+            prepare(server)
+            print(f"queuey on CPU {args.server_cpu}, raw worker on CPU {args.server_cpu}, wrk on CPU "
+                  f"{args.client_cpu}, Cassandra unpinned; keyspace {keyspace}", flush=True)
+            report(measure(server, keyspace, args), args)
+        finally:
+            server.stop()
         logged = hb.report_logged_errors(server)
         if logged:
             print(f"warning: {logged}")
+    return on_cassandra(BENCH_DATA, 1, None if args.hosts else args.host, body, keep_logs=args.keep)
+
+
+def on_cassandra(data: Path, nodes: int, own_host: str | None, body: Callable[[Path], None],
+                 keep_logs: bool = False, keep_cassandra: bool = False) -> int:
+    """Run ``body(workdir)`` against Cassandra: the exit status of the benchmark.
+
+    With ``own_host``, first start ``nodes`` nodes of our own in ``data``
+    (refusing if something already listens on ``own_host``:9042), and stop
+    and wipe them at the end unless ``keep_cassandra``.  The temporary
+    ``workdir`` (logs) is removed unless the run failed or ``keep_logs``.
+    """
+    workdir = Path(tempfile.mkdtemp(prefix="queuey-bench-"))
+    problems: list[str] = []
+    started = time.monotonic()
+    try:
+        if own_host:
+            if cassandra_up(own_host, 9042):
+                hb.fail(f"something already listens on {own_host}:9042; stop it, or pass --hosts to use it")
+            print(f"starting {nodes} Cassandra node(s) in {data} ...", flush=True)
+            subprocess.run([str(ROOT / "scripts" / "cassandra-start.sh"), "--data", str(data), "--clean",
+                            "--nodes", str(nodes)], check=True, timeout=1800)
+        body(workdir)
     except (BenchError, subprocess.SubprocessError) as e:
         problems.append(str(e))
     except KeyboardInterrupt:
         problems.append("interrupted")
     finally:
-        if server is not None:
-            server.stop()
-        if own_cassandra:
-            subprocess.run([str(ROOT / "scripts" / "cassandra-stop.sh"), "--data", str(BENCH_DATA), "--clean"],
+        if own_host and not keep_cassandra:
+            subprocess.run([str(ROOT / "scripts" / "cassandra-stop.sh"), "--data", str(data), "--clean"],
                            timeout=300)
-        if args.keep or problems:
+        if keep_logs or problems:
             print(f"logs kept in {workdir}")
         else:
             shutil.rmtree(workdir, ignore_errors=True)

@@ -37,6 +37,10 @@ _ORIGIN = re.compile(r"^https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?$|^https?://\[[0-9A
 #: The development configuration signs URLs with this (never use it elsewhere).
 DEVELOPMENT_SIGNING_SECRET = b"queuey-development-signing-secret"
 MIN_SECRET_BYTES = 16
+#: The queue directory's shards per application (queuey.storage.cassandra_directory): the default, and the
+#: most a keyspace may have (a listing page reads every shard).
+DEFAULT_DIRECTORY_SHARDS = 64
+MAX_DIRECTORY_SHARDS = 4096
 #: A delayed message plus its longest TTL must fit Cassandra's TTL limit (20 years).
 MAX_DELAY = 10 * 365 * 86400
 
@@ -79,6 +83,9 @@ class CassandraSettings:
     request_timeout: float = 10.0
     max_in_flight: int = 256
     bucket_seconds: int = 3600
+    #: Partitions per application of the queue directory; a keyspace records it when made (see
+    #: docs/cassandra.rst), so only a new keyspace takes a changed value.
+    directory_shards: int = DEFAULT_DIRECTORY_SHARDS
 
 
 StorageSettings = Union[SQLiteSettings, CassandraSettings]
@@ -219,7 +226,8 @@ def _cassandra(ini: IniFile) -> CassandraSettings:
         connect_timeout=get("connect_timeout", decimal(0.1, 600), defaults.connect_timeout),
         request_timeout=get("request_timeout", decimal(0.1, 600), defaults.request_timeout),
         max_in_flight=get("max_in_flight", whole(1, 32768), defaults.max_in_flight),
-        bucket_seconds=get("bucket_seconds", whole(60, 30 * 86400), defaults.bucket_seconds))
+        bucket_seconds=get("bucket_seconds", whole(60, 30 * 86400), defaults.bucket_seconds),
+        directory_shards=get("directory_shards", whole(1, MAX_DIRECTORY_SHARDS), defaults.directory_shards))
     if settings.multi_dc and settings.replication["class"] != "NetworkTopologyStrategy":
         ini.problem("storage", "replication", "multi_dc = true needs NetworkTopologyStrategy:dc1=N,dc2=M")
     if (settings.username is None) != (settings.password is None):

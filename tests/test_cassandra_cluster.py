@@ -24,25 +24,11 @@ from twisted.internet import defer, reactor, task, utils
 from twisted.trial import unittest
 from twisted.trial.unittest import SkipTest
 
+from tests.cassandra_nodes import CONFIG
 from tests.processes import start_queuey
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 KEY = "cluster-key"
-CONFIG = """
-[application_keys]
-c = {key}
-
-[storage]
-backend = cassandra
-hosts = {hosts}
-keyspace = {keyspace}
-replication = {replication}
-connect_timeout = 3
-request_timeout = 5
-
-[longpoll]
-poll_interval = 0.5
-"""
 
 
 def sleep(seconds: float) -> defer.Deferred[None]:

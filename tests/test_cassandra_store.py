@@ -55,6 +55,14 @@ class CassandraStoreMixin:
         return task.deferLater(reactor, seconds, lambda: None)
 
     @defer.inlineCallbacks
+    def open_clean_store(self) -> Any:
+        """``self.store``, open (closed when the test ends), without queues of the test applications."""
+        self.store = self.make_store()
+        yield self.store.open()
+        self.addCleanup(self.store.close)
+        yield self.purge(self.store)
+
+    @defer.inlineCallbacks
     def purge(self, store: Any) -> Any:
         for application in self.applications:
             while True:
@@ -140,10 +148,7 @@ class SmallBucketTests(CassandraStoreMixin, unittest.TestCase):
 
     @defer.inlineCallbacks
     def setUp(self) -> Any:
-        self.store = self.make_store()
-        yield self.store.open()
-        self.addCleanup(self.store.close)
-        yield self.purge(self.store)
+        yield self.open_clean_store()
         self.queue = QueueSettings(APP, "spread", 2, created=real_ticks())
         yield self.store.create_queue(self.queue)
         now = real_ticks()
@@ -253,6 +258,17 @@ class UnavailableTests(unittest.TestCase):
     def test_too_few_replicas(self) -> Any:
         """Replication 2 on one node: ONE works, QUORUM and ALL are Unavailable."""
         from queuey.storage.cassandra import CassandraStore
+        # The keyspace's settings are recorded while it can be (replication 1), as on a
+        # cluster that was healthy once; then it needs two replicas, one of which is missing.
+        healthy = CassandraStore(cassandra_settings(), reactor)
+        yield healthy.open()
+        yield healthy._execute("DROP KEYSPACE IF EXISTS queuey_test_rf2")
+        yield healthy.close()
+        healthy = CassandraStore(cassandra_settings(keyspace="queuey_test_rf2"), reactor)
+        yield healthy.open()
+        yield healthy._execute("ALTER KEYSPACE queuey_test_rf2 WITH replication = "
+                               "{'class': 'SimpleStrategy', 'replication_factor': 2}")
+        yield healthy.close()
         store = CassandraStore(cassandra_settings(keyspace="queuey_test_rf2", replication="SimpleStrategy:2"),
                                reactor)
         yield store.open()
@@ -302,6 +318,7 @@ class ConfigTests(unittest.TestCase):
         self.assertEqual((s.hosts, s.keyspace, s.multi_dc, s.create_schema),
                          ((("127.0.0.1", 9042),), "queuey", False, True))
         self.assertEqual(dict(s.replication), {"class": "SimpleStrategy", "replication_factor": 1})
+        self.assertEqual((s.bucket_seconds, s.directory_shards), (3600, 64))
         self.assertEqual(store.name, "cassandra")
 
     def test_full(self) -> None:
@@ -340,7 +357,10 @@ class ConfigTests(unittest.TestCase):
                           ("password = p", "username"), ("local_dc = a b", "local_dc"),
                           ("connect_timeout = soon", "connect_timeout"), ("request_timeout = 0", "request_timeout"),
                           ("request_timeout = nan", "request_timeout"),
-                          ("max_in_flight = 0", "max_in_flight"), ("bucket_seconds = 5", "bucket_seconds")]:
+                          ("max_in_flight = 0", "max_in_flight"), ("bucket_seconds = 5", "bucket_seconds"),
+                          ("directory_shards = 0", "directory_shards"),
+                          ("directory_shards = 4097", "directory_shards"),
+                          ("directory_shards = many", "directory_shards")]:
             with self.subTest(line=line):
                 error = self.assertRaises(ConfigError, self.config, line + "\n")
                 self.assertIn(f"[storage] {key}:", str(error))
@@ -364,3 +384,5 @@ class ConfigTests(unittest.TestCase):
                       "{'class': 'NetworkTopologyStrategy', 'dc1': 3}", cql)
         self.assertIn("TimeWindowCompactionStrategy", cql)
         self.assertIn("PRIMARY KEY ((application, queue_name, incarnation, partition, bucket), id)", cql)
+        self.assertIn("PRIMARY KEY ((application, shard), queue_name)", cql)
+        self.assertNotIn("ks.queues ", cql)  # the unsharded table of earlier versions is not made any more

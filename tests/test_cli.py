@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import re
 import signal
 import sys
 from typing import Any
@@ -149,6 +150,49 @@ class QueueCommandTests(ServerCase):
 
     def test_queue_lifecycle(self) -> defer.Deferred[None]:
         return self.run_test(self._lifecycle())
+
+
+class ListingTests(ServerCase):
+    """``queues list`` walks every page and prints each as it comes (memory bounded by a page)."""
+
+    application, key = OWNER, OWNER_KEY
+    other, other_key = READER, READER_KEY  # an application without queues
+
+    async def _in_pages(self) -> None:
+        names = [f"q{i:02d}" for i in (7, 3, 11, 0, 5)]
+        for name in names:
+            response = await treq.post(f"{self.server.base}/v1/{self.application}", json={"queue_name": name},
+                                       headers={"Authorization": [f"Application {self.key}"]}, persistent=False)
+            self.assertEqual(response.code, 201, await response.text())
+        listed = (await self.queuey("queues", "list", "--page-size", "2", "--json")).json()
+        self.assertEqual([q["queue_name"] for q in listed["queues"]], sorted(names))
+        self.assertEqual(listed["queues"][0]["partitions"], 1)
+        table = await self.queuey("queues", "list", "--page-size", "2")
+        self.assertEqual(re.findall(r"\bq\d\d\b", table.out), sorted(names))
+        self.assertEqual(table.out.count("queue"), 1)  # one header, over every page
+        self.assertIn(f"5 queues in {self.application}", table.err)
+        nothing = await self.queuey("queues", "list", "--json",
+                                    env={"QUEUEY_APP": self.other, "QUEUEY_KEY": self.other_key})
+        self.assertEqual(nothing.json(), {"queues": []})
+
+    def test_every_page_in_order(self) -> defer.Deferred[None]:
+        return self.run_test(self._in_pages())
+
+
+class CassandraListingTests(ListingTests):
+    """The same on Cassandra: pages merged from the queue directory's shards (an application of its own)."""
+
+    async def _start(self) -> None:
+        from tests.services import CASSANDRA, require
+        hosts = require(CASSANDRA, "Cassandra")
+        self.application, self.key = f"cli{os.urandom(4).hex()}", "cli-key-1234"
+        self.other = self.application + "e"
+        config = self.write("queuey.ini", f"[application_keys]\n{self.application} = {self.key}\n"
+                                          f"{self.other} = {self.other_key}\n[storage]\nbackend = cassandra\n"
+                                          f"hosts = {hosts}\nkeyspace = queuey_test\n")
+        self.server = await start_queuey(self, config)
+        self.env.update({"QUEUEY_URL": self.server.base, "QUEUEY_APP": self.application,
+                         "QUEUEY_KEY": self.key})
 
 
 class MessageCommandTests(ServerCase):

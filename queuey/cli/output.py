@@ -27,7 +27,17 @@ def console(stderr: bool = False) -> Console:
 
 def emit_json(document: Any) -> None:
     """One JSON document (or JSON Lines entry) on stdout, written at once."""
-    sys.stdout.write(orjson.dumps(document).decode() + "\n")
+    sys.stdout.write(json_text(document) + "\n")
+    sys.stdout.flush()
+
+
+def json_text(document: Any) -> str:
+    return orjson.dumps(document).decode()
+
+
+def write_text(text: str) -> None:
+    """Part of a JSON document streamed to stdout (a long listing, page by page)."""
+    sys.stdout.write(text)
     sys.stdout.flush()
 
 
@@ -79,8 +89,8 @@ def message_line(message: Mapping[str, Any]) -> str:
             f"{readable_time(str(message.get('timestamp')))} {body_preview(message)}")
 
 
-def queues_table(queues: Iterable[Mapping[str, Any]], count: bool) -> Table:
-    table = Table()
+def queues_table(queues: Iterable[Mapping[str, Any]], count: bool, header: bool = True) -> Table:
+    table = Table(show_header=header)
     table.add_column("queue", overflow="fold", min_width=12)
     table.add_column("partitions", justify="right", no_wrap=True)
     table.add_column("type", no_wrap=True)

@@ -46,25 +46,55 @@ def settings_options(command: Any) -> Any:
 
 @queues.command("list")
 @click.option("--count", is_flag=True, help="Also count each queue's unexpired messages (slower).")
+@click.option("--page-size", type=click.IntRange(1, LIST_PAGE), default=LIST_PAGE, show_default=True,
+              help="Queues asked for per request.")
 @client_options
-def list_queues(conn: Connection, count: bool) -> None:
-    """Every queue of the application, with its settings (the owner's key)."""
-    async def work(client: QueueyClient, reactor: Any) -> list[dict[str, Any]]:
-        found: list[dict[str, Any]] = []
+def list_queues(conn: Connection, count: bool, page_size: int) -> None:
+    """Every queue of the application, with its settings (the owner's key).
+
+    Printed page by page as they arrive, so memory stays bounded however many
+    queues the application has; ``--json`` still writes one document."""
+    listing = QueueListing(conn.json, count, conn.application)
+
+    async def work(client: QueueyClient, reactor: Any) -> None:
         offset = None
         while True:
-            page = await client.list_queues(limit=LIST_PAGE, offset=offset, details=True, include_count=count)
-            found.extend(page)
-            if len(page) < LIST_PAGE:
-                return found
+            page = await client.list_queues(limit=page_size, offset=offset, details=True, include_count=count)
+            listing.page(page)
+            if len(page) < page_size:
+                return
             offset = page[-1]["queue_name"]
 
-    listed = run_client(conn, work)
-    if conn.json:
-        output.emit_json({"queues": listed})
-    else:
-        output.console().print(output.queues_table(listed, count))
-        output.note(f"{len(listed)} queue{'' if len(listed) == 1 else 's'} in {conn.application}")
+    run_client(conn, work, stopped=listing.stopped)
+    listing.end()
+
+
+class QueueListing:
+    """Writes a listing one page at a time: JSON as one streamed document, or one table per page."""
+
+    def __init__(self, as_json: bool, count: bool, application: str) -> None:
+        self._json, self._count, self._application = as_json, count, application
+        self.listed = 0
+        self._console = output.console()
+
+    def page(self, queues: list[dict[str, Any]]) -> None:
+        if self._json:
+            for queue in queues:
+                output.write_text(("{\"queues\":[" if self.listed == 0 else ",") + output.json_text(queue))
+                self.listed += 1
+        elif queues or self.listed == 0:
+            self._console.print(output.queues_table(queues, self._count, header=self.listed == 0))
+            self.listed += len(queues)
+
+    def stopped(self) -> str:
+        """What was written when a signal stopped it (a --json document stays unfinished, as the exit status says)."""
+        return f"stopped after {self.listed} queue{'' if self.listed == 1 else 's'}"
+
+    def end(self) -> None:
+        if self._json:
+            output.write_text(("{\"queues\":[" if self.listed == 0 else "") + "]}\n")
+        else:
+            output.note(f"{self.listed} queue{'' if self.listed == 1 else 's'} in {self._application}")
 
 
 @queues.command("create")

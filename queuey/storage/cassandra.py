@@ -10,12 +10,13 @@ cassandra``: importing ``cassandra.cluster`` imports Twisted's global reactor.
 
 Schema (see docs/cassandra.rst for the reasons)::
 
-    queues          ((application), queue_name)        queue settings; listing pages by name
+    queue_directory ((application, shard), queue_name) queue settings, ``directory_shards`` partitions
+                    per application (queuey.storage.cassandra_directory)
     messages        ((application, queue_name, incarnation, partition, bucket), id)
                     TTL on every row, time-window compaction, one time bucket per partition
     message_buckets ((application, queue_name, incarnation, partition), bucket, expires)
                     which time buckets of a queue partition may hold live messages
-    settings        ((name))                            keyspace-wide settings (bucket width)
+    settings        ((name))                            keyspace-wide settings (bucket width, shards)
 
 ``incarnation`` is the queue's ``created`` time: a queue deleted and created
 again under the same name never sees the old messages, whatever became of
@@ -26,13 +27,13 @@ from __future__ import annotations
 
 import math
 import uuid
-from typing import Any, Callable, Iterable, Mapping, Sequence
+from typing import Any, Awaitable, Callable, Iterable, Mapping, Sequence
 
 from twisted.internet import defer, task, threads
 from twisted.logger import Logger
 from zope.interface import implementer
 
-from cassandra import ConsistencyLevel, DriverException, RequestExecutionException
+from cassandra import ConsistencyLevel, DriverException, InvalidRequest, RequestExecutionException
 from cassandra import OperationTimedOut
 from cassandra.auth import PlainTextAuthProvider
 from cassandra.cluster import (EXEC_PROFILE_DEFAULT, Cluster, ExecutionProfile, NoHostAvailable,
@@ -45,9 +46,12 @@ from cassandra.query import BatchStatement, BatchType, PreparedStatement, dict_f
 
 from queuey import timeuuid
 from queuey.config import CassandraSettings
-from queuey.errors import QueueExists, StorageUnavailable
+from queuey.errors import StorageUnavailable
 from queuey.interfaces import (IMessageStore, Message, MessageRange, MessageRef, NewMessage,
                                QueueSettings)
+from queuey.storage import cassandra_directory
+from queuey.storage.cassandra_directory import Layout, QueueDirectory, settle_layout
+from queuey.storage.directory import gather
 
 try:
     from cassandra.io.libevreactor import LibevConnection as _Connection
@@ -78,8 +82,11 @@ BUSY_PAUSE = 0.005
 #: gc_grace_seconds of the message tables: tombstones there only hide deleted
 #: messages, which expire by TTL anyway; 3 h is the default hint window.
 MESSAGE_GC_GRACE = 10800
+#: How long a start waits for every node to have the schema it created (or found being created).
+SCHEMA_AGREEMENT_SECONDS = 60.0
+#: Starts tried when another process is starting on the same new keyspace at once (see _raced).
+START_ATTEMPTS = 5
 
-QUEUE_COLUMNS = "application, queue_name, partitions, type, consistency, principles, created"
 MESSAGE_KEY = "application = ? AND queue_name = ? AND incarnation = ? AND partition = ?"
 
 
@@ -88,11 +95,7 @@ def schema_cql(keyspace: str, replication: Mapping[str, Any]) -> list[str]:
     options = ", ".join(f"'{k}': {v!r}" if isinstance(v, str) else f"'{k}': {v}" for k, v in replication.items())
     return [
         f"CREATE KEYSPACE IF NOT EXISTS {keyspace} WITH replication = {{{options}}}",
-        f"""CREATE TABLE IF NOT EXISTS {keyspace}.queues (
-            application text, queue_name text, partitions int, type text, consistency text,
-            principles text, created bigint,
-            PRIMARY KEY ((application), queue_name)
-        ) WITH CLUSTERING ORDER BY (queue_name ASC)""",
+        cassandra_directory.directory_cql(keyspace),
         f"""CREATE TABLE IF NOT EXISTS {keyspace}.messages (
             application text, queue_name text, incarnation bigint, partition int, bucket bigint,
             id timeuuid, content_type text, body blob,
@@ -173,6 +176,8 @@ class CassandraStore:
         self._session: Session | None = None
         self._limit = defer.DeferredSemaphore(settings.max_in_flight)
         self._statements: dict[str, PreparedStatement] = {}
+        self._layout: Layout | None = None
+        self._directory: QueueDirectory | None = None
         self._bucket_ticks = settings.bucket_seconds * timeuuid.TICKS_PER_SECOND
         #: (application, queue, incarnation, partition, bucket) -> expiry (s) of the
         #: bucket index row this process wrote; saves rewriting it for every message.
@@ -189,16 +194,28 @@ class CassandraStore:
     # -- life cycle ---------------------------------------------------------
 
     @defer.inlineCallbacks
-    def open(self) -> Any:
-        """Connect (off the reactor thread, once it runs), create the schema, prepare statements."""
+    def open(self, migrating: bool = False) -> Any:
+        """Connect (off the reactor thread, once it runs), create the schema, prepare statements.
+
+        Errbacks with DirectoryNeedsMigration on a keyspace whose queues are
+        still in the unsharded table, unless ``migrating`` (the migration).
+        """
         running: defer.Deferred[None] = defer.Deferred()
         self._reactor.callWhenRunning(running.callback, None)
         yield running
-        try:
-            yield threads.deferToThreadPool(self._reactor, self._reactor.getThreadPool(), self._connect)
-        except Exception as e:
-            yield self.close()
-            raise translate(e) from None
+        for attempt in range(1, START_ATTEMPTS + 1):
+            try:
+                yield threads.deferToThreadPool(self._reactor, self._reactor.getThreadPool(), self._connect,
+                                                migrating)
+                break
+            except Exception as e:
+                yield self.close()
+                if attempt == START_ATTEMPTS or not self._raced(e):
+                    raise translate(e) from None
+                log.warn("Opening keyspace {keyspace} met another process starting on it ({error}); trying "
+                         "again ({attempt} of {attempts})", keyspace=self.settings.keyspace,
+                         error=str(e)[:200], attempt=attempt + 1, attempts=START_ATTEMPTS)
+                yield task.deferLater(self._reactor, float(attempt), lambda: None)
         # The bucket width is the keyspace's, fixed by the first store that opened it.
         stored = yield self._execute(self._bound("bucket_seconds", consistency=ConsistencyLevel.ONE),
                                      profile=DICT_PROFILE)
@@ -222,8 +239,17 @@ class CassandraStore:
                  keyspace=self.settings.keyspace,
                  hosts=",".join(f"{h}:{p}" for h, p in self.settings.hosts), io=CONNECTION_NOTE)
 
-    def _connect(self) -> None:
-        """Blocking: connect, create the schema, prepare everything.  Runs in a thread."""
+    def _raced(self, error: BaseException) -> bool:
+        """Whether a failed start met another process starting on the same new keyspace at once: a node
+        that had not yet heard of a keyspace or table just made (``... does not exist``), or the two processes'
+        lightweight transactions recording the keyspace's settings colliding (``CAS operation ...``)."""
+        text = str(error)
+        return (self.settings.create_schema and isinstance(error, InvalidRequest)
+                and ("does not exist" in text or "doesn't exist" in text)) \
+            or "CAS operation" in text
+
+    def _connect(self, migrating: bool) -> None:
+        """Blocking: connect, create the schema, settle the directory, prepare everything.  Runs in a thread."""
         s = self.settings
         policy = TokenAwarePolicy(DCAwareRoundRobinPolicy(local_dc=s.local_dc))
         profiles = {
@@ -239,15 +265,48 @@ class CassandraStore:
             control_connection_timeout=s.connect_timeout,
             # Come back within seconds when Cassandra does, not after the default 10 min cap.
             reconnection_policy=ExponentialReconnectionPolicy(base_delay=0.5, max_delay=5.0),
-            protocol_version=5, application_name="queuey", monitor_reporting_enabled=False)
+            protocol_version=5, application_name="queuey", monitor_reporting_enabled=False,
+            max_schema_agreement_wait=SCHEMA_AGREEMENT_SECONDS)
         self._cluster = cluster
         session = cluster.connect()
         if s.create_schema:
             for statement in schema_cql(s.keyspace, s.replication):
                 session.execute(statement, timeout=max(s.request_timeout, 30.0))
+            # A CREATE ... IF NOT EXISTS that found the table (another process made it a moment ago) is
+            # not waited for by the driver: without this, a node that has not yet heard of the table
+            # answers "table settings does not exist" (two processes starting on a new keyspace).
+            if not cluster.control_connection.wait_for_schema_agreement(wait_time=SCHEMA_AGREEMENT_SECONDS):
+                raise StorageUnavailable(f"Cassandra: the nodes did not agree on keyspace {s.keyspace}'s schema "
+                                         f"within {SCHEMA_AGREEMENT_SECONDS:g} s")
         session.set_keyspace(s.keyspace)
-        self._statements = {name: session.prepare(cql) for name, cql in _STATEMENTS.items()}
+        layout = settle_layout(session, s.keyspace, s.directory_shards, self._meta_level, self._serial, migrating)
+        statements = {**_STATEMENTS, **cassandra_directory.STATEMENTS}
+        self._statements = {name: session.prepare(cql) for name, cql in statements.items()}
+        self._layout = layout
+        self._directory = QueueDirectory(self.query, self.batch, layout.shards, self._serial)
         self._session = session
+
+    @property
+    def layout(self) -> Layout | None:
+        """The keyspace's queue directory as found by :meth:`open`."""
+        return self._layout
+
+    @property
+    def directory(self) -> QueueDirectory:
+        if self._directory is None or self._session is None:
+            raise StorageUnavailable("Cassandra store is not open")
+        return self._directory
+
+    def prepare(self, statements: Mapping[str, str]) -> defer.Deferred[None]:
+        """Prepare more named statements (off the reactor thread), for :meth:`query`."""
+        session = self._session
+        if session is None:
+            return defer.fail(StorageUnavailable("Cassandra store is not open"))
+
+        def prepare_all() -> dict[str, PreparedStatement]:
+            return {name: session.prepare(cql) for name, cql in statements.items()}
+        return threads.deferToThreadPool(self._reactor, self._reactor.getThreadPool(), prepare_all).addCallbacks(
+            self._statements.update, lambda failure: defer.fail(translate(failure.value)))
 
     @defer.inlineCallbacks
     def close(self) -> Any:
@@ -271,6 +330,23 @@ class CassandraStore:
         if serial:
             bound.serial_consistency_level = self._serial
         return bound
+
+    def query(self, name: str, *values: Any, consistency: int | None = None, serial: bool = False,
+              dict_rows: bool = False) -> defer.Deferred[list[Any]]:
+        """Run the prepared statement ``name`` with ``values``; fires with all its rows."""
+        return defer.maybeDeferred(self._bound, name, *values, consistency=consistency, serial=serial).addCallback(
+            self._execute, DICT_PROFILE if dict_rows else EXEC_PROFILE_DEFAULT)
+
+    def batch(self, statements: Sequence[tuple[str, Sequence[Any]]],
+              consistency: int | None = None) -> defer.Deferred[list[Any]]:
+        """Run prepared statements, (name, values) each, as one unlogged batch (best within one partition)."""
+        def build() -> BatchStatement:
+            batch = BatchStatement(BatchType.UNLOGGED,
+                                   consistency_level=self._meta_level if consistency is None else consistency)
+            for name, values in statements:
+                batch.add(self._bound(name, *values))
+            return batch
+        return defer.maybeDeferred(build).addCallback(self._execute)
 
     def _execute(self, statement: Any, profile: Any = EXEC_PROFILE_DEFAULT,
                  until: Callable[[list[Any]], bool] | None = None) -> defer.Deferred[list[Any]]:
@@ -321,51 +397,32 @@ class CassandraStore:
 
     def _gather(self, deferreds: Iterable[defer.Deferred[Any]]) -> defer.Deferred[list[Any]]:
         """All results in order, or the first failure itself."""
-        return defer.gatherResults(list(deferreds), consumeErrors=True).addErrback(
-            lambda failure: failure.value.subFailure if failure.check(defer.FirstError) else failure)
+        return gather(list(deferreds))
 
     def _level(self, queue: QueueSettings) -> int:
         return self._levels.get(queue.consistency, self._levels["strong"])
 
     # -- queues -------------------------------------------------------------
 
-    @defer.inlineCallbacks
-    def create_queue(self, settings: QueueSettings) -> Any:
-        rows = yield self._execute(self._bound("create_queue", *_queue_row(settings), serial=True),
-                                   profile=DICT_PROFILE)
-        if not rows[0]["[applied]"]:
-            raise QueueExists(f"Queue {settings.queue_name!r} exists already.")
-        return settings
+    async def _in_directory(self, call: Callable[[QueueDirectory], Awaitable[Any]]) -> Any:
+        return await call(self.directory)
 
-    @defer.inlineCallbacks
-    def get_queue(self, application: str, queue_name: str) -> Any:
-        rows = yield self._execute(self._bound("get_queue", application, queue_name))
-        return _queue_settings(rows[0]) if rows else None
+    def create_queue(self, settings: QueueSettings) -> defer.Deferred[QueueSettings]:
+        return defer.ensureDeferred(self._in_directory(lambda directory: directory.create(settings)))
 
-    @defer.inlineCallbacks
-    def update_queue(self, settings: QueueSettings) -> Any:
+    def get_queue(self, application: str, queue_name: str) -> defer.Deferred[QueueSettings | None]:
+        return defer.ensureDeferred(self._in_directory(lambda directory: directory.get(application, queue_name)))
+
+    def update_queue(self, settings: QueueSettings) -> defer.Deferred[QueueSettings | None]:
         """Update the incarnation the caller read (same ``created``); None when it is gone."""
-        rows = yield self._execute(self._bound(
-            "update_queue", settings.partitions, settings.type, settings.consistency,
-            ",".join(settings.principles), settings.application, settings.queue_name, settings.created,
-            serial=True), profile=DICT_PROFILE)
-        return settings if rows[0]["[applied]"] else None
+        return defer.ensureDeferred(self._in_directory(lambda directory: directory.update(settings)))
 
     @defer.inlineCallbacks
     def delete_queue(self, application: str, queue_name: str) -> Any:
-        """Delete the settings row (a compare-and-set on ``created``), then the message partitions."""
-        for _ in range(5):
-            rows = yield self._execute(self._bound("get_queue", application, queue_name,
-                                                   consistency=self._serial))
-            if not rows:
-                return False
-            queue = _queue_settings(rows[0])
-            done = yield self._execute(self._bound("delete_queue", application, queue_name, queue.created,
-                                                   serial=True), profile=DICT_PROFILE)
-            if done[0]["[applied]"]:
-                break
-        else:
-            raise StorageUnavailable("Cassandra: the queue kept changing while it was being deleted")
+        """Delete the directory row (a compare-and-set on ``created``), then the message partitions."""
+        queue = yield defer.ensureDeferred(self._in_directory(lambda d: d.delete(application, queue_name)))
+        if queue is None:
+            return False
         try:
             yield self._purge(queue)
         except Exception as e:  # the messages stay invisible (new incarnation) and expire by TTL
@@ -386,10 +443,9 @@ class CassandraStore:
             for bucket in buckets:
                 self._indexed.pop((*key, bucket), None)
 
-    @defer.inlineCallbacks
-    def list_queues(self, application: str, after: str | None, limit: int) -> Any:
-        rows = yield self._execute(self._bound("list_queues", application, after or "", limit))
-        return [_queue_settings(row) for row in rows]
+    def list_queues(self, application: str, after: str | None, limit: int) -> defer.Deferred[list[QueueSettings]]:
+        """A page merged from the directory's shards: one query over all, then one for each of a few."""
+        return defer.ensureDeferred(self._in_directory(lambda directory: directory.list(application, after, limit)))
 
     @defer.inlineCallbacks
     def count_messages(self, queue: QueueSettings) -> Any:
@@ -570,13 +626,6 @@ _STATEMENTS = {
     "check": "SELECT release_version FROM system.local",
     "bucket_seconds": "SELECT value FROM settings WHERE name = 'bucket_seconds'",
     "claim_bucket_seconds": "INSERT INTO settings (name, value) VALUES ('bucket_seconds', ?) IF NOT EXISTS",
-    "create_queue": f"INSERT INTO queues ({QUEUE_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?) IF NOT EXISTS",
-    "get_queue": f"SELECT {QUEUE_COLUMNS} FROM queues WHERE application = ? AND queue_name = ?",
-    "update_queue": ("UPDATE queues SET partitions = ?, type = ?, consistency = ?, principles = ? "
-                     "WHERE application = ? AND queue_name = ? IF created = ?"),
-    "delete_queue": "DELETE FROM queues WHERE application = ? AND queue_name = ? IF created = ?",
-    "list_queues": (f"SELECT {QUEUE_COLUMNS} FROM queues WHERE application = ? AND queue_name > ? "
-                    "ORDER BY queue_name LIMIT ?"),
     "put_message": ("INSERT INTO messages (application, queue_name, incarnation, partition, bucket, id, "
                     "content_type, body) VALUES (?, ?, ?, ?, ?, ?, ?, ?) USING TTL ?"),
     "index_bucket": ("INSERT INTO message_buckets (application, queue_name, incarnation, partition, bucket, "
@@ -596,16 +645,3 @@ _STATEMENTS = {
     "drop_bucket": f"DELETE FROM messages WHERE {MESSAGE_KEY} AND bucket = ?",
     "drop_bucket_index": f"DELETE FROM message_buckets WHERE {MESSAGE_KEY}",
 }
-
-
-def _queue_row(settings: QueueSettings) -> tuple[Any, ...]:
-    return (settings.application, settings.queue_name, settings.partitions, settings.type,
-            settings.consistency, ",".join(settings.principles), settings.created)
-
-
-def _queue_settings(row: Any) -> QueueSettings:
-    if isinstance(row, dict):
-        row = tuple(row[c.strip()] for c in QUEUE_COLUMNS.split(","))
-    application, queue_name, partitions, type_, consistency, principles, created = row
-    return QueueSettings(application, queue_name, partitions, type_, consistency,
-                         tuple(p for p in (principles or "").split(",") if p), created)
