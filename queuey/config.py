@@ -48,6 +48,8 @@ class Config:
     max_future_id_seconds: float = 3600.0
     poll_interval: float = 1.0
     expiry_interval: float = 60.0
+    #: Seconds a looked-up queue's settings serve other requests (see queuey.queuecache); 0: none.
+    queue_cache_seconds: float = 1.0
     source: str = "<development defaults>"
 
 
@@ -151,6 +153,7 @@ def parse_config(text: str, source: str = "<string>",
         **limits,
         poll_interval=float(number("longpoll", "poll_interval", "1", float, 0.01)),
         expiry_interval=float(number("storage", "expiry_interval", "60", float, 0.01)),
+        queue_cache_seconds=float(number("storage", "queue_cache_seconds", "1", float, 0)),
         source=source,
     )
 

@@ -49,6 +49,9 @@ class LongPollHub:
         self._poll = LoopingCall(self._check_store)
         self._poll.clock = clock
         self.held = 0
+        #: Moves on before every wake-up: reads started since may share their page
+        #: (see Queuey._read_after_wake); reads started before may not.
+        self.generation = 0
 
     def wait(self, queue: QueueSettings, partitions: tuple[int, ...], since_ticks: int,
              timeout: float) -> defer.Deferred[bool]:
@@ -72,6 +75,7 @@ class LongPollHub:
         woken: set[_Waiter] = set()
         for partition in partitions:
             woken.update(self._waiters.get((application, queue_name, partition), ()))
+        self.generation += 1
         for waiter in woken:
             self._fire(waiter, True)
 
@@ -109,6 +113,7 @@ class LongPollHub:
             except Exception:
                 log.failure("Long-poll check of {queue} failed", queue=queue_name)
                 continue
+            self.generation += 1
             for partition, message_id in newest.items():
                 ticks = timeuuid.ticks_from_uuid(message_id)
                 for waiter in list(self._waiters.get((application, queue_name, partition), ())):

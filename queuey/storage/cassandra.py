@@ -50,6 +50,7 @@ from queuey.config import Config, ConfigError
 from queuey.errors import QueueExists, StorageUnavailable
 from queuey.interfaces import (IMessageStore, Message, MessageRange, MessageRef, NewMessage,
                                QueueSettings)
+from queuey.rendering import Rendered, render_message
 
 try:
     from cassandra.io.libevreactor import LibevConnection as _Connection
@@ -282,6 +283,7 @@ class CassandraStore:
     """Queues and messages in a Cassandra keyspace; every call answers on the reactor thread."""
 
     name = "cassandra"
+    rechecks_queue_on_write = False
 
     def __init__(self, settings: CassandraSettings, reactor: Any) -> None:
         self.settings = settings
@@ -614,6 +616,11 @@ class CassandraStore:
                     found.append(Message(row[0], partition, row[2], row[1]))
                     body_bytes += len(row[2])
         return found
+
+    def read_rendered(self, queue: QueueSettings, partitions: Sequence[int],
+                      wanted: MessageRange) -> defer.Deferred[list[list[Rendered]]]:
+        return self._gather([self.read_messages(queue, p, wanted) for p in partitions]).addCallback(
+            lambda groups: [[Rendered(len(m.body), render_message(m)) for m in group] for group in groups])
 
     def _range_statement(self, name: str, queue: QueueSettings, partition: int, bucket: int, lower: Any,
                          upper: Any, limit: int, wanted: MessageRange, level: int) -> Any:

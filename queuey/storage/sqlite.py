@@ -14,6 +14,7 @@ messages later, in small batches, together with expired messages.
 
 from __future__ import annotations
 
+import functools
 import os
 import queue as queue_module
 import sqlite3
@@ -32,6 +33,7 @@ from queuey.config import Config, ConfigError
 from queuey.errors import QueueExists, QueueMissing, StorageUnavailable
 from queuey.interfaces import (IMessageStore, Message, MessageRange, MessageRef,
                                NewMessage, QueueSettings)
+from queuey.rendering import Rendered, parse_rendered, render
 
 T = TypeVar("T")
 log = Logger()
@@ -53,19 +55,37 @@ CREATE TABLE IF NOT EXISTS messages (
     partition INTEGER NOT NULL,
     key BLOB NOT NULL,
     expires_ms INTEGER NOT NULL,
-    content_type TEXT NOT NULL,
-    body BLOB NOT NULL,
-    UNIQUE (qid, partition, key)
-);
+    size INTEGER NOT NULL,
+    rendered BLOB NOT NULL,
+    PRIMARY KEY (qid, partition, key)
+) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS messages_by_expiry ON messages (expires_ms);
 CREATE TABLE IF NOT EXISTS dropped_queues (qid INTEGER PRIMARY KEY);
 """
+#: ``PRAGMA user_version`` of the schema above.  Version 0 (no version set) kept each
+#: message's content type and body in columns of a rowid table; it is migrated at open.
+SCHEMA_VERSION = 2
 
 QUEUE_COLUMNS = "application, queue_name, partitions, type, consistency, principles, created"
 QID = "(SELECT qid FROM queues WHERE application = ? AND queue_name = ?)"
 #: Rows removed per transaction by the sweeper, so a sweep never holds the writer long.
 SWEEP_BATCH = 2000
 GROUP_COMMIT_MAX = 512
+#: Rows rendered per progress line while an old database is migrated.
+MIGRATION_REPORT_ROWS = 100_000
+
+
+@functools.lru_cache(maxsize=None)
+def range_sql(descending: bool, lower: str, upper: bool) -> str:
+    """The range read of one partition; ``lower`` is '', '>=' or '>'.
+
+    ``+expires_ms`` (not ``expires_ms``) keeps the planner off the expiry index:
+    a range read walks the primary key whatever ANALYZE has learnt of the data.
+    """
+    return ("SELECT size, rendered FROM messages WHERE qid = ? AND partition = ? AND +expires_ms > ?"
+            + (f" AND key {lower} ?" if lower else "") + (" AND key <= ?" if upper else "")
+            + f" ORDER BY key {'DESC' if descending else 'ASC'} LIMIT ?")
+
 
 Operation = Callable[[sqlite3.Connection], T]
 
@@ -254,6 +274,7 @@ class SQLiteStore:
     """Queues and messages in one SQLite database file."""
 
     name = "sqlite"
+    rechecks_queue_on_write = True
 
     def __init__(self, runner: InlineRunner | ThreadedRunner, clock: IReactorTime,
                  expiry_interval: float = 60.0) -> None:
@@ -290,7 +311,7 @@ class SQLiteStore:
     @defer.inlineCallbacks
     def open(self) -> Any:
         yield self._runner.start()
-        yield self._runner.write(_create_schema)
+        yield self._runner.write(migrate)
         if self._expiry_interval:
             self._sweep_call = self._clock.callLater(self._expiry_interval, self._periodic_sweep)
 
@@ -336,8 +357,8 @@ class SQLiteStore:
         while True:
             now = self._now_ms()
             count = yield self._runner.write(lambda conn: conn.execute(
-                "DELETE FROM messages WHERE rowid IN "
-                "(SELECT rowid FROM messages WHERE expires_ms <= ? LIMIT ?)",
+                "DELETE FROM messages WHERE (qid, partition, key) IN "
+                "(SELECT qid, partition, key FROM messages WHERE expires_ms <= ? LIMIT ?)",
                 (now, SWEEP_BATCH)).rowcount)
             removed += count
             if count < SWEEP_BATCH:
@@ -401,68 +422,82 @@ class SQLiteStore:
     def count_messages(self, queue: QueueSettings) -> defer.Deferred[int]:
         now = self._now_ms()
         return self._runner.read(lambda conn: conn.execute(
-            f"SELECT count(*) FROM messages WHERE qid = {QID} AND expires_ms > ?",
+            f"SELECT count(*) FROM messages WHERE qid = {QID} AND +expires_ms > ?",
             (queue.application, queue.queue_name, now)).fetchone()[0])
 
     # -- messages -----------------------------------------------------------
 
     def put_messages(self, queue: QueueSettings, messages: Sequence[NewMessage]) -> defer.Deferred[None]:
         now = self._now_ms()
+        rows = [(m.partition, timeuuid.sort_key(m.id), now + m.ttl * 1000, len(m.body),
+                 m.rendered or render(m.id, m.partition, m.body, m.content_type)) for m in messages]
 
         def upsert(conn: sqlite3.Connection) -> None:
-            row = conn.execute("SELECT qid FROM queues WHERE application = ? AND queue_name = ?",
-                               (queue.application, queue.queue_name)).fetchone()
-            if row is None:  # deleted since the request looked it up
+            qid = _qid(conn, queue)
+            if qid is None:  # deleted since the request looked it up
                 raise QueueMissing(f"No queue {queue.queue_name!r} in application {queue.application!r}.")
-            qid = row[0]
             conn.executemany(
-                "INSERT INTO messages (qid, partition, key, expires_ms, content_type, body) "
+                "INSERT INTO messages (qid, partition, key, expires_ms, size, rendered) "
                 "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (qid, partition, key) DO UPDATE SET "
-                "expires_ms = excluded.expires_ms, content_type = excluded.content_type, "
-                "body = excluded.body",
-                [(qid, m.partition, timeuuid.sort_key(m.id), now + m.ttl * 1000, m.content_type, m.body)
-                 for m in messages])
+                "expires_ms = excluded.expires_ms, size = excluded.size, rendered = excluded.rendered",
+                [(qid, *row) for row in rows])
             return None
         return self._runner.write(upsert)
 
+    def read_rendered(self, queue: QueueSettings, partitions: Sequence[int],
+                      wanted: MessageRange) -> defer.Deferred[list[list[Rendered]]]:
+        """Every partition in one reader job: the queue's id, then one primary-key range each."""
+        bounds: list[Any] = []
+        lower = ""
+        if wanted.lower is not None:
+            lower = ">=" if wanted.lower_inclusive else ">"
+            bounds.append(timeuuid.sort_key(wanted.lower))
+        if wanted.upper is not None:
+            bounds.append(timeuuid.sort_key(wanted.upper))
+        bounds.append(wanted.limit)
+        sql = range_sql(wanted.descending, lower, wanted.upper is not None)
+        now = self._now_ms()
+        max_bytes = wanted.max_bytes
+
+        def select(conn: sqlite3.Connection) -> list[list[Rendered]]:
+            qid = _qid(conn, queue)
+            groups: list[list[Rendered]] = []
+            for partition in partitions:
+                if qid is None:
+                    groups.append([])
+                    continue
+                rows = conn.execute(sql, (qid, partition, now, *bounds))
+                if max_bytes is None:
+                    groups.append(rows.fetchall())
+                    continue
+                found = []
+                body_bytes = 0
+                for row in rows:  # rows step one by one: stop at the byte budget
+                    found.append(row)
+                    body_bytes += row[0]
+                    if body_bytes >= max_bytes:
+                        break
+                groups.append(found)
+            return groups
+        return self._runner.read(select)
+
     def read_messages(self, queue: QueueSettings, partition: int,
                       wanted: MessageRange) -> defer.Deferred[list[Message]]:
-        clauses = [f"qid = {QID}", "partition = ?", "expires_ms > ?"]
-        params: list[Any] = [queue.application, queue.queue_name, partition, self._now_ms()]
-        if wanted.lower is not None:
-            clauses.append("key >= ?" if wanted.lower_inclusive else "key > ?")
-            params.append(timeuuid.sort_key(wanted.lower))
-        if wanted.upper is not None:
-            clauses.append("key <= ?")
-            params.append(timeuuid.sort_key(wanted.upper))
-        params.append(wanted.limit)
-        sql = (f"SELECT key, content_type, body FROM messages WHERE {' AND '.join(clauses)} "
-               f"ORDER BY key {'DESC' if wanted.descending else 'ASC'} LIMIT ?")
-
-        def select(conn: sqlite3.Connection) -> list[Message]:
-            found = []
-            body_bytes = 0
-            for key, content_type, body in conn.execute(sql, params):  # rows step one by one
-                found.append(Message(timeuuid.from_sort_key(key), partition, body, content_type))
-                body_bytes += len(body)
-                if wanted.full(body_bytes):
-                    break
-            return found
-        return self._runner.read(select)
+        return self.read_rendered(queue, (partition,), wanted).addCallback(
+            lambda groups: [parse_rendered(row[1]) for row in groups[0]])
 
     def get_messages(self, queue: QueueSettings, refs: Sequence[MessageRef]) -> defer.Deferred[list[Message]]:
         now = self._now_ms()
 
         def select(conn: sqlite3.Connection) -> list[Message]:
+            qid = _qid(conn, queue)
             found = []
-            for ref in refs:
+            for ref in refs if qid is not None else ():
                 row = conn.execute(
-                    f"SELECT content_type, body FROM messages WHERE qid = {QID} AND partition = ? "
-                    "AND key = ? AND expires_ms > ?",
-                    (queue.application, queue.queue_name, ref.partition, timeuuid.sort_key(ref.id), now)
-                ).fetchone()
+                    "SELECT rendered FROM messages WHERE qid = ? AND partition = ? AND key = ? AND +expires_ms > ?",
+                    (qid, ref.partition, timeuuid.sort_key(ref.id), now)).fetchone()
                 if row is not None:
-                    found.append(Message(ref.id, ref.partition, row[1], row[0]))
+                    found.append(parse_rendered(row[0]))
             return found
         return self._runner.read(select)
 
@@ -491,6 +526,46 @@ def _create_schema(conn: sqlite3.Connection) -> None:
     for statement in SCHEMA.split(";"):
         if statement.strip():
             conn.execute(statement)
+    conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+
+
+def _qid(conn: sqlite3.Connection, queue: QueueSettings) -> int | None:
+    row = conn.execute("SELECT qid FROM queues WHERE application = ? AND queue_name = ?",
+                       (queue.application, queue.queue_name)).fetchone()
+    return None if row is None else row[0]
+
+
+def migrate(conn: sqlite3.Connection) -> None:
+    """Bring the database to SCHEMA_VERSION (in the open's write transaction: all or nothing).
+
+    Version 0 kept content type and body in columns of a rowid table; each of
+    its messages is rendered into the new table, keeping key and expiry.
+    """
+    version = conn.execute("PRAGMA user_version").fetchone()[0]
+    columns = {row[1] for row in conn.execute("PRAGMA table_info(messages)")}
+    if version >= SCHEMA_VERSION or "body" not in columns:
+        _create_schema(conn)
+        return
+    total = conn.execute("SELECT count(*) FROM messages").fetchone()[0]
+    log.info("SQLite: migrating {total} messages to schema version {version} (each rendered once, "
+             "in one transaction)", total=total, version=SCHEMA_VERSION)
+    conn.execute("ALTER TABLE messages RENAME TO messages_v0")
+    conn.execute("DROP INDEX IF EXISTS messages_by_expiry")
+    _create_schema(conn)
+    done = 0
+    rows = conn.execute("SELECT qid, partition, key, expires_ms, content_type, body FROM messages_v0")
+    while batch := rows.fetchmany(10_000):
+        conn.executemany(
+            "INSERT INTO messages (qid, partition, key, expires_ms, size, rendered) VALUES (?, ?, ?, ?, ?, ?)",
+            [(qid, partition, key, expires, len(body),
+              render(timeuuid.from_sort_key(key), partition, body, content_type))
+             for qid, partition, key, expires, content_type, body in batch])
+        done += len(batch)
+        if done // MIGRATION_REPORT_ROWS != (done - len(batch)) // MIGRATION_REPORT_ROWS:
+            log.info("SQLite: migrated {done} of {total} messages", done=done, total=total)
+    conn.execute("DROP TABLE messages_v0")
+    log.info("SQLite: migration to schema version {version} done: {done} messages",
+             version=SCHEMA_VERSION, done=done)
 
 
 def _drop_one_batch(conn: sqlite3.Connection) -> int:
@@ -498,8 +573,9 @@ def _drop_one_batch(conn: sqlite3.Connection) -> int:
     row = conn.execute("SELECT qid FROM dropped_queues LIMIT 1").fetchone()
     if row is None:
         return 0
-    count = conn.execute("DELETE FROM messages WHERE rowid IN "
-                         "(SELECT rowid FROM messages WHERE qid = ? LIMIT ?)", (row[0], SWEEP_BATCH)).rowcount
+    count = conn.execute("DELETE FROM messages WHERE qid = ? AND (partition, key) IN "
+                         "(SELECT partition, key FROM messages WHERE qid = ? LIMIT ?)",
+                         (row[0], row[0], SWEEP_BATCH)).rowcount
     if count < SWEEP_BATCH:
         conn.execute("DELETE FROM dropped_queues WHERE qid = ?", row)
     return max(count, 1)
