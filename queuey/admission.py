@@ -29,6 +29,8 @@ from queuey.errors import BodyTooLarge, InvalidParameters, MethodNotAllowed, Not
 #: and dropped) may be this long; message bodies get ``[limits] max_request_bytes``.
 PARAMETER_BODY_BYTES = 64 * 1024
 #: Metric labels of methods come from this set; any other method counts as "other".
+#: Distinct (method, path) pairs whose route is remembered; past it, the memory starts anew.
+MATCH_CACHE_SIZE = 10_000
 KNOWN_METHODS = frozenset(["GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS", "PATCH"])
 
 
@@ -87,6 +89,9 @@ class Gate:
 
     def __init__(self, routes: Map, specs: Mapping[str, RouteSpec], core: Queuey, config: Config) -> None:
         self._routes = routes.bind("queuey")
+        #: (method, path) -> what _match made of it: werkzeug's matcher costs more than
+        #: the rest of the head's checks, and clients ask for the same paths again and again.
+        self._matched: dict[tuple[bytes, bytes], tuple[str, dict[str, str]]] = {}
         self._specs = specs
         self._core = core
         self._message_limit = config.max_request_bytes
@@ -98,7 +103,14 @@ class Gate:
         Checks go in the API's order: route (404, 405), key (401), application
         (404), right to act (401, 403), then size (413).
         """
-        endpoint, values = self._match(method, target)
+        path = target.split(b"?", 1)[0]
+        matched = self._matched.get((method, path))
+        if matched is None:
+            matched = self._match(method, path)
+            if len(self._matched) >= MATCH_CACHE_SIZE:
+                self._matched.clear()
+            self._matched[(method, path)] = matched
+        endpoint, values = matched
         spec = self._specs[endpoint]
         principal = None
         if spec.access is not Access.ANYONE:
@@ -114,8 +126,8 @@ class Gate:
             raise BodyTooLarge(f"This request may carry at most {limit} body bytes, not {length}.")
         return Admission(endpoint, spec, values, principal, limit)
 
-    def _match(self, method: bytes, target: bytes) -> tuple[str, dict[str, str]]:
-        path = target.split(b"?", 1)[0]
+    def _match(self, method: bytes, path: bytes) -> tuple[str, dict[str, str]]:
+        """The route of ``path``, or the QueueyError its request is answered with (not cached)."""
         if not path.startswith(b"/") or b"//" in path:
             raise NotFound(f"No such resource: {path.decode('ascii', 'replace')[:200]}")
         raw_path = path.decode("ascii")  # the HTTP parser let only printable ASCII through

@@ -14,7 +14,7 @@ import inspect
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, TypeVar
+from typing import Any, Awaitable, Callable, TypeVar
 
 from klein import Klein
 from twisted.internet import defer
@@ -241,21 +241,20 @@ class QueueyApp:
 
     @app.route("/v1/<application>/<queue>", methods=["POST"])
     @spec("queue", Access.OWNER, BodyUse.MESSAGES, status=201)
-    async def post_messages(self, request: QueueyRequest, application: str, queue: str) -> Result:
+    def post_messages(self, request: QueueyRequest, application: str, queue: str) -> Awaitable[Result]:
         posted = decoding.posted_messages(request.getHeader(b"content-type"), request.body(),
                                           request.getHeader(b"x-ttl"), request.getHeader(b"x-partition"))
-        return await self.core.post_messages(_principal(request), application, queue, posted)
+        return self.core.post_messages(_principal(request), application, queue, posted)
 
     @app.route("/v1/<application>/<queue>", methods=["GET"])
     @spec("queue", Access.APPLICATION, pieces="messages")
-    async def read_messages(self, request: QueueyRequest, application: str, queue: str) -> Result:
-        return await self.core.read_messages(_principal(request), application, queue,
-                                             decoding.read_query(request.uri))
+    def read_messages(self, request: QueueyRequest, application: str, queue: str) -> Awaitable[Result]:
+        return self.core.read_messages(_principal(request), application, queue, decoding.read_query(request.uri))
 
     @app.route("/v1/<application>/<queue>/<ids>", methods=["GET"])
     @spec("messages", Access.APPLICATION, pieces="messages")
-    async def get_messages(self, request: QueueyRequest, application: str, queue: str, ids: str) -> Result:
-        return await self.core.get_messages(_principal(request), application, queue, decoding.message_refs(ids))
+    def get_messages(self, request: QueueyRequest, application: str, queue: str, ids: str) -> Awaitable[Result]:
+        return self.core.get_messages(_principal(request), application, queue, decoding.message_refs(ids))
 
     @app.route("/v1/<application>/<queue>/<ids>", methods=["PUT"])
     @spec("messages", Access.OWNER, BodyUse.MESSAGES)

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from twisted.internet.interfaces import IReactorTime
+from twisted.logger import Logger
 from twisted.web import http, server
 from twisted.web.resource import IResource
 
@@ -306,6 +307,39 @@ class QueueyChannel(http.HTTPChannel):
             self.transport.abortConnection()
 
 
+class BatchedAccessLog:
+    """Access log lines, written to the log a batch at a time (at most ``delay`` seconds late).
+
+    Twisted's default access log turns every line into a log event of its own,
+    formatted and timestamped again: a tenth of the CPU time of a short
+    request.  Batched, the lines of many requests make one event (one line
+    each, the first after the event's prefix, the others indented).
+    """
+
+    def __init__(self, reactor: IReactorTime, delay: float = 0.25, max_lines: int = 1000) -> None:
+        self._reactor = reactor
+        self._delay = delay
+        self._max_lines = max_lines
+        self._lines: list[str] = []
+        self._flush_call: Any = None
+        self._log = Logger(namespace="queuey.access")
+
+    def write(self, line: str) -> None:
+        self._lines.append(line)
+        if len(self._lines) >= self._max_lines:
+            self.flush()
+        elif self._flush_call is None:
+            self._flush_call = self._reactor.callLater(self._delay, self.flush)
+
+    def flush(self) -> None:
+        if self._flush_call is not None and self._flush_call.active():
+            self._flush_call.cancel()
+        self._flush_call = None
+        lines, self._lines = self._lines, []
+        if lines:
+            self._log.info("{access}", access="".join(lines).rstrip("\n"))
+
+
 class QueueySite(server.Site):
     """The Site of :class:`QueueyChannel` connections, holding the limits they share."""
 
@@ -326,3 +360,13 @@ class QueueySite(server.Site):
     def getResourceFor(self, request: Any) -> IResource:
         """One leaf resource serves every admitted request: routing happened at the head."""
         return self.resource
+
+    def startFactory(self) -> None:
+        super().startFactory()
+        if not self.logPath and self._logFile is not None:  # the log itself: batch the lines
+            self._logFile = BatchedAccessLog(self.reactor)
+
+    def stopFactory(self) -> None:
+        if isinstance(self._logFile, BatchedAccessLog):
+            self._logFile.flush()
+        super().stopFactory()

@@ -25,7 +25,6 @@ from twisted.internet import defer, threads
 from twisted.internet.interfaces import IReactorThreads, IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
-from twisted.python.threadpool import ThreadPool
 from zope.interface import implementer
 
 from queuey import timeuuid
@@ -153,8 +152,10 @@ class ThreadedRunner:
         self._reactor = reactor
         self._synchronous = synchronous
         self._jobs: queue_module.SimpleQueue[Any] = queue_module.SimpleQueue()
+        self._reads: queue_module.SimpleQueue[Any] = queue_module.SimpleQueue()
         self._writer: threading.Thread | None = None
-        self._readers = ThreadPool(minthreads=1, maxthreads=readers, name="queuey-sqlite-read")
+        self._reader_count = readers
+        self._readers: list[threading.Thread] = []
         self._local = threading.local()
         self._connections: list[sqlite3.Connection] = []
         self._lock = threading.Lock()
@@ -164,19 +165,26 @@ class ThreadedRunner:
         self._writer = threading.Thread(target=self._write_loop, args=(started,),
                                         name="queuey-sqlite-write", daemon=True)
         self._writer.start()
-        self._readers.start()
+        self._readers = [threading.Thread(target=self._read_loop, name=f"queuey-sqlite-read-{n}", daemon=True)
+                         for n in range(self._reader_count)]
+        for reader in self._readers:
+            reader.start()
         return started
 
     def stop(self) -> defer.Deferred[None]:
-        """Finish queued writes, then close every connection (off the reactor thread)."""
+        """Finish queued writes and reads, then close every connection (off the reactor thread)."""
         writer, self._writer = self._writer, None
         if writer is None:
             return defer.succeed(None)
+        readers, self._readers = self._readers, []
 
         def shut_down() -> None:
             self._jobs.put(None)
             writer.join()
-            self._readers.stop()
+            for _ in readers:
+                self._reads.put(None)
+            for reader in readers:
+                reader.join()
             with self._lock:
                 for conn in self._connections:
                     conn.close()
@@ -193,20 +201,26 @@ class ThreadedRunner:
         return conn
 
     def read(self, operation: Operation[T]) -> defer.Deferred[T]:
+        """Run ``operation`` on a reader thread (a plain queue: Twisted's thread pool costs more
+        per job than a short read)."""
         result: defer.Deferred[T] = defer.Deferred()
+        if self._writer is None:
+            return defer.fail(StorageUnavailable("SQLite store is not open"))
+        self._reads.put((operation, result))
+        return result
 
-        def run() -> None:
+    def _read_loop(self) -> None:
+        call = self._reactor.callFromThread
+        while (job := self._reads.get()) is not None:
+            operation, result = job
             try:
                 value = operation(self._connection())
             except sqlite3.Error as e:
-                self._reactor.callFromThread(result.errback, _unavailable(e))
+                call(result.errback, _unavailable(e))
             except Exception:
-                self._reactor.callFromThread(result.errback, Failure())
+                call(result.errback, Failure())
             else:
-                self._reactor.callFromThread(result.callback, value)
-
-        self._readers.callInThread(run)
-        return result
+                call(result.callback, value)
 
     def write(self, operation: Operation[T]) -> defer.Deferred[T]:
         result: defer.Deferred[T] = defer.Deferred()
