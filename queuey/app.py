@@ -101,6 +101,9 @@ class QueueyApp:
         self.metrics = core.metrics
         self.version = {"name": "queuey", "version": queuey.__version__, "source": _source()}
         self.gate = Gate(self.app.url_map, SPECS, core, core.config)
+        #: Endpoint -> this instance's handler, called directly: Klein's own dispatch makes a
+        #: bound copy of the app and a Deferred around each coroutine, per request.
+        self._handlers: dict[str, Callable[..., Any]] = {name: getattr(self, name) for name in SPECS}
         self._openapi: bytes | None = None
 
     def resource(self) -> resource.Resource:
@@ -123,7 +126,7 @@ class QueueyApp:
         assert admission is not None
         started = time.perf_counter()
         try:
-            answer = self.app.execute_endpoint(admission.endpoint, request, **admission.values)
+            answer = self._handlers[admission.endpoint](request, **admission.values)
             if inspect.isawaitable(answer):
                 answer = await answer
         except QueueyError as e:

@@ -223,10 +223,9 @@ class Queuey:
         self._check_messages(queue, posted)
         messages = []
         answers = []
-        for m in posted.messages:
-            message_id = self._ids.next()
+        for m, (message_id, ticks) in zip(posted.messages, self._ids.next_many(len(posted.messages))):
             partition = m.partition or (1 if queue.partitions == 1 else self._random.randint(1, queue.partitions))
-            hex_id, timestamp = f"{message_id.int:032x}", timeuuid.timestamp_of(message_id)
+            hex_id, timestamp = f"{message_id.int:032x}", timeuuid.format_ticks(ticks)
             messages.append(NewMessage(message_id, partition, m.body, m.content_type, m.ttl,
                                        render(message_id, partition, m.body, m.content_type, hex_id, timestamp)))
             answers.append({"key": hex_id, "timestamp": timestamp, "partition": partition})

@@ -51,8 +51,15 @@ def message_document(message_id: uuid.UUID, partition: int, body: bytes, content
 
 def render(message_id: uuid.UUID, partition: int, body: bytes, content_type: str,
            hex_id: str | None = None, timestamp: str | None = None) -> bytes:
-    """The message's JSON object as bytes, keys in the API's order."""
-    return orjson.dumps(message_document(message_id, partition, body, content_type, hex_id, timestamp))
+    """The message's JSON object as bytes, keys in the API's order (as message_document's)."""
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError:
+        return orjson.dumps(message_document(message_id, partition, body, content_type, hex_id, timestamp))
+    return b'{"message_id":"%s","timestamp":"%s","partition":%d,"content_type":%s,"body":%s}' % (
+        (hex_id or f"{message_id.int:032x}").encode("ascii"),
+        (timestamp or timeuuid.timestamp_of(message_id)).encode("ascii"),
+        partition, orjson.dumps(content_type), orjson.dumps(text))
 
 
 def render_message(message: Message) -> bytes:

@@ -9,7 +9,7 @@ from twisted.trial import unittest
 
 from queuey import timeuuid
 from queuey.pages import cut_page
-from queuey.rendering import EncodedList, Rendered, message_id_of, parse_rendered, render
+from queuey.rendering import EncodedList, Rendered, message_document, message_id_of, parse_rendered, render
 from queuey.responses import json_pieces
 
 sizes = st.lists(st.integers(1, 50), max_size=8)
@@ -57,11 +57,13 @@ class CutPageProperties(unittest.TestCase):
 
 
 class RenderingTests(unittest.TestCase):
-    @given(st.binary(min_size=1, max_size=64), st.integers(1, 200), st.sampled_from(["text/plain", "a/b; x=1"]))
+    @given(st.binary(min_size=1, max_size=64) | st.text(min_size=1).map(str.encode), st.integers(1, 200),
+           st.sampled_from(["text/plain", "a/b; x=\"1\""]))
     def test_rendered_message_round_trips_and_names_its_id_first(self, body: bytes, partition: int,
                                                                 content_type: str) -> None:
         message_id = timeuuid.make_uuid(1_700_000_000 * timeuuid.TICKS_PER_SECOND, 7, 5)
         rendered = render(message_id, partition, body, content_type)
+        self.assertEqual(rendered, orjson.dumps(message_document(message_id, partition, body, content_type)))
         self.assertEqual(message_id_of(rendered), message_id.hex)
         message = parse_rendered(rendered)
         self.assertEqual((message.id, message.partition, message.body, message.content_type),
