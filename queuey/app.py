@@ -96,10 +96,10 @@ class QueueyApp:
     app.url_map.strict_slashes = False
     app.url_map.redirect_defaults = False
 
-    def __init__(self, core: Queuey) -> None:
+    def __init__(self, core: Queuey, worker: int = 0) -> None:
         self.core = core
         self.metrics = core.metrics
-        self.version = {"name": "queuey", "version": queuey.__version__, "source": _source()}
+        self.version = {"name": "queuey", "version": queuey.__version__, "source": _source(), "worker": worker}
         self.gate = Gate(self.app.url_map, SPECS, core, core.config)
         #: Endpoint -> this instance's handler, called directly: Klein's own dispatch makes a
         #: bound copy of the app and a Deferred around each coroutine, per request.

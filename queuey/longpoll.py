@@ -52,6 +52,9 @@ class LongPollHub:
         #: Moves on before every wake-up: reads started since may share their page
         #: (see Queuey._read_after_wake); reads started before may not.
         self.generation = 0
+        #: Called with (application, queue_name, partitions) on each local post, for the
+        #: sibling workers (queuey.workers) to wake their reads too.
+        self.on_local_post: Callable[[str, str, Iterable[int]], None] | None = None
 
     def wait(self, queue: QueueSettings, partitions: tuple[int, ...], since_ticks: int,
              timeout: float) -> defer.Deferred[bool]:
@@ -70,8 +73,11 @@ class LongPollHub:
                 lambda f: log.failure("Long-poll store check stopped", f))
         return waiter.deferred
 
-    def notify(self, application: str, queue_name: str, partitions: Iterable[int]) -> None:
-        """Messages were stored on these partitions: wake whoever waits on them."""
+    def notify(self, application: str, queue_name: str, partitions: Iterable[int], local: bool = True) -> None:
+        """Messages were stored on these partitions (by this process when ``local``): wake whoever
+        waits on them here, and tell the sibling workers of a local post."""
+        if local and self.on_local_post is not None:
+            self.on_local_post(application, queue_name, partitions)
         woken: set[_Waiter] = set()
         for partition in partitions:
             woken.update(self._waiters.get((application, queue_name, partition), ()))

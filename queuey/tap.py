@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import os
 import resource
+import socket
 import sys
-from typing import Any
+from typing import Any, Callable, Sequence
 
 from twisted.application import service
 from twisted.internet import endpoints
-from twisted.internet import defer
+from twisted.internet import defer, stdio
 from twisted.logger import Logger
 from twisted.python import usage
 
+from queuey import workers as workers_module
 from queuey.app import QueueyApp
 from queuey.channel import QueueySite
 from queuey.connections import connection_cap
@@ -32,9 +35,16 @@ class Options(usage.Options):
     optParameters = [
         ["config", "c", None, "Path of the ini configuration file."],
         ["port", "p", DEFAULT_PORT, "Server endpoint string to listen on (e.g. tcp:5000, unix:/tmp/q.sock)."],
+        ["workers", "w", 1, "Processes serving the port together (one per core; see queuey.workers).", int],
+        # Set by worker 0 for the workers it starts; not for people.
+        ["listen-fd", None, None, "(internal) serve this inherited listening socket.", int],
+        ["worker-index", None, 0, "(internal) this worker's number.", int],
+        ["worker-bus", None, None, "(internal) the workers' bus directory."],
     ]
 
     def postOptions(self) -> None:
+        if not 1 <= self["workers"] <= 64:
+            raise usage.UsageError("--workers must be from 1 to 64")
         try:
             self.config = load_config(self["config"]) if self["config"] else development_config()
         except ConfigError as e:
@@ -78,13 +88,20 @@ class QueueyService(service.MultiService):
 
 
 class ListeningService(service.Service):
-    """Listens on an endpoint string with Queuey's site, whose connection cap may pause accepting."""
+    """Listens on an endpoint string with Queuey's site, whose connection cap may pause accepting.
+
+    ``on_listening`` callables get the port once it listens.
+    """
 
     def __init__(self, description: str, site: QueueySite, reactor: Any) -> None:
         self.endpoint = endpoints.serverFromString(reactor, description)
         self.site = site
         self._reactor = reactor
         self.port: Any = None
+        self.on_listening: list[Callable[[Any], None]] = []
+
+    def _listen(self) -> defer.Deferred[Any]:
+        return self.endpoint.listen(self.site)
 
     def startService(self) -> None:
         super().startService()
@@ -92,12 +109,14 @@ class ListeningService(service.Service):
         def listening(port: Any) -> None:
             self.port = port
             self.site.connections.watch(port)
+            for call in self.on_listening:
+                call(port)
 
         def failed(failure: Any) -> None:
             log.critical("Could not listen: {error}", error=failure.getErrorMessage())
             self._reactor.stop()
 
-        self.endpoint.listen(self.site).addCallbacks(listening, failed)
+        defer.maybeDeferred(self._listen).addCallbacks(listening, failed)
 
     def stopService(self) -> Any:
         super().stopService()
@@ -105,8 +124,30 @@ class ListeningService(service.Service):
         return port.stopListening() if port is not None else None
 
 
-def make_service(config: Config, port: str, reactor: Any) -> service.MultiService:
-    """The Queuey service: the store, then an HTTP site on ``port``."""
+class InheritedPortService(ListeningService):
+    """Serves a listening socket inherited from worker 0 (``--listen-fd``)."""
+
+    def __init__(self, fd: int, site: QueueySite, reactor: Any) -> None:
+        service.Service.__init__(self)
+        self.fd = fd
+        self.site = site
+        self._reactor = reactor
+        self.port = None
+        self.on_listening = []
+
+    def _listen(self) -> Any:
+        with socket.socket(fileno=os.dup(self.fd)) as probe:
+            family = probe.family
+        port = self._reactor.adoptStreamPort(self.fd, family, self.site)  # adopts a duplicate
+        os.close(self.fd)
+        return port
+
+
+def make_service(config: Config, port: str, reactor: Any, workers: int = 1, listen_fd: int | None = None,
+                 worker_index: int = 0, worker_bus: str | None = None,
+                 worker_arguments: Sequence[str] = ()) -> service.MultiService:
+    """The Queuey service: the store, then an HTTP site on ``port`` (or on ``listen_fd``);
+    with ``workers`` > 1, the workers' bus, and in worker 0 the other workers' supervisor."""
     store = make_store(config, reactor)
     core = Queuey(config, store, reactor)
     file_limit = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
@@ -117,9 +158,21 @@ def make_service(config: Config, port: str, reactor: Any) -> service.MultiServic
         log.warn("[limits] max_connections = {configured} does not fit the open-file limit ({files}); "
                  "serving at most {cap} connections at once", configured=config.max_connections,
                  files=file_limit, cap=cap)
-    site = QueueyApp(core).site(reactor, max_connections=cap)
+    site = QueueyApp(core, worker_index).site(reactor, max_connections=cap)
     top = QueueyService(core, reactor)
-    ListeningService(port, site, reactor).setServiceParent(top)
+    listener = ListeningService(port, site, reactor) if listen_fd is None else InheritedPortService(
+        listen_fd, site, reactor)
+    if workers > 1:
+        if worker_bus is None:  # worker 0
+            worker_bus = workers_module.bus_directory()
+            supervisor = workers_module.Supervisor(workers, worker_arguments, worker_bus, reactor)
+            listener.on_listening.append(supervisor.listening)
+            supervisor.setServiceParent(top)
+        else:
+            stdio.StandardIO(workers_module.ParentWatch(reactor), reactor=reactor)
+        bus = workers_module.WorkerBus(worker_bus, worker_index, workers, core, reactor)
+        workers_module.BusService(bus).setServiceParent(top)
+    listener.setServiceParent(top)
     return top
 
 
@@ -134,8 +187,11 @@ def makeService(options: Options) -> service.MultiService:
     else:
         log.info("Configuration from {path}: {backend} backend, applications {apps}",
                  path=options["config"], backend=config.backend, apps=", ".join(config.application_keys))
+    arguments = ["--config", os.path.abspath(options["config"])] if options["config"] else []
     try:
-        return make_service(config, options["port"], reactor)
+        return make_service(config, options["port"], reactor, workers=options["workers"],
+                            listen_fd=options["listen-fd"], worker_index=options["worker-index"],
+                            worker_bus=options["worker-bus"], worker_arguments=arguments)
     except ConfigError as e:
         sys.stderr.write(f"twistd queuey: bad configuration: {e}\n")
         raise SystemExit(2) from None

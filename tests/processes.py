@@ -64,3 +64,28 @@ def start_queuey(test: unittest.TestCase, config: str, port: int | None = None) 
     yield process.listening
     process.base = f"http://127.0.0.1:{port}"
     return process
+
+
+def _stat(pid: int) -> list[str] | None:
+    try:
+        with open(f"/proc/{pid}/stat") as handle:
+            return handle.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+
+
+def running(pid: int) -> bool:
+    """True while ``pid`` runs (Linux /proc: exists and is no zombie)."""
+    fields = _stat(pid)
+    return fields is not None and fields[0] != "Z"
+
+
+def children_of(pid: int) -> list[int]:
+    """The running processes whose parent is ``pid`` (Linux /proc)."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            fields = _stat(int(entry))
+            if fields is not None and fields[1] == str(pid) and fields[0] != "Z":
+                found.append(int(entry))
+    return found

@@ -1,0 +1,124 @@
+"""``twistd queuey --workers 2``: two real processes on one socket, long-poll woken across them."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import treq
+from twisted.internet import defer, reactor, task
+from twisted.trial import unittest
+
+from queuey import workers
+from tests import rawhttp
+from tests.processes import children_of, free_port, running, spawn_queuey
+
+KEY = "workers-key"
+# A store poll far longer than the test waits: only the workers' bus can wake a read in time.
+CONFIG = f"""
+[application_keys]
+w = {KEY}
+
+[storage]
+backend = sqlite
+path = {{path}}
+
+[longpoll]
+poll_interval = 600
+"""
+AUTH = f"Authorization: Application {KEY}\r\n".encode()
+
+
+class BusTests(unittest.TestCase):
+    def test_datagrams_round_trip(self) -> None:
+        for message in [("notify", "app", "q-1", (1, 7, 200)), ("forget", "a", "b", ())]:
+            self.assertEqual(workers.decode(workers.encode(*message)), message)
+
+
+class WorkersTests(unittest.TestCase):
+    timeout = 120
+
+    def setUp(self) -> None:
+        self.dir = os.path.abspath(self.mktemp())
+        os.makedirs(self.dir)
+        self.config = os.path.join(self.dir, "queuey.ini")
+        with open(self.config, "w") as f:
+            f.write(CONFIG.format(path=os.path.join(self.dir, "queuey.sqlite")))
+        self.port = free_port()
+        self.base = f"http://127.0.0.1:{self.port}"
+
+    @defer.inlineCallbacks
+    def start(self) -> Any:
+        process = spawn_queuey(self, self.dir, "--config", self.config, "--workers", "2",
+                               "--port", f"tcp:{self.port}:interface=127.0.0.1:backlog=256")
+        yield process.listening
+        return process
+
+    @defer.inlineCallbacks
+    def held_read_on_each_worker(self, count: int) -> Any:
+        """Connections held on ``/w/q?wait=…``, each knowing the worker that serves it, until both serve some."""
+        held: dict[int, list[rawhttp.RawConnection]] = {0: [], 1: []}
+        for _ in range(600):  # worker 1 starts a few seconds after worker 0 listens
+            if min(len(v) for v in held.values()) >= count:
+                return held
+            connection = yield rawhttp.connect(self.port)
+            connection.send(b"GET /__version__ HTTP/1.1\r\nHost: x\r\n\r\n")
+            answer = yield connection.answer()
+            worker = answer.json()["worker"]
+            if len(held[worker]) >= count:
+                connection.close()
+                yield task.deferLater(reactor, 0.05, lambda: None)
+                continue
+            connection.received = b""
+            connection.send(b"GET /v1/w/q?wait=50 HTTP/1.1\r\nHost: x\r\n" + AUTH + b"\r\n")
+            held[worker].append(connection)
+        self.fail(f"the kernel never gave both workers connections: {[len(v) for v in held.values()]}")
+
+    @defer.inlineCallbacks
+    def test_a_post_wakes_the_held_reads_of_both_workers(self) -> Any:
+        server = yield self.start()
+        response = yield treq.post(self.base + "/v1/w", data={"queue_name": "q"},
+                                   headers={"Authorization": f"Application {KEY}"}, persistent=False)
+        self.assertEqual(response.code, 201)
+        yield response.content()
+        held = yield self.held_read_on_each_worker(3)
+        yield task.deferLater(reactor, 0.5, lambda: None)  # let both workers register their waiters
+        for connections in held.values():
+            for connection in connections:
+                self.assertNoResult(connection.answer())
+        response = yield treq.post(self.base + "/v1/w/q", data=b"to everyone", persistent=False,
+                                   headers={"Authorization": f"Application {KEY}", "Content-Type": "text/plain"})
+        self.assertEqual(response.code, 201)
+        yield response.content()
+        answers = yield defer.gatherResults([c.answer() for cs in held.values() for c in cs])
+        self.assertEqual([[m["body"] for m in a.json()["messages"]] for a in answers], [["to everyone"]] * 6)
+        for connections in held.values():
+            for connection in connections:
+                connection.close()
+        pids = children_of(server.transport.pid)
+        self.assertEqual(len(pids), 1)
+        server.transport.signalProcess("TERM")
+        yield server.ended
+        for pid in pids:  # worker 0 stopped the other worker before it exited itself
+            self.assertFalse(running(pid))
+
+    @defer.inlineCallbacks
+    def test_a_worker_that_dies_is_started_again(self) -> Any:
+        server = yield self.start()
+        parent = server.transport.pid
+        for _ in range(100):
+            if children_of(parent):
+                break
+            yield task.deferLater(reactor, 0.1, lambda: None)
+        first = children_of(parent)[0]
+        os.kill(first, 9)
+        for _ in range(200):
+            children = children_of(parent)
+            if children and children[0] != first:
+                break
+            yield task.deferLater(reactor, 0.1, lambda: None)
+        else:
+            self.fail("the killed worker was not started again")
+        self.assertIn(b"Worker 1 exited", server.output)
+        server.transport.signalProcess("TERM")
+        yield server.ended
