@@ -178,8 +178,8 @@ class QueueyApp:
         return [b"".join(pieces)] if length <= WRITE_SIZE else pieces
 
     def _count(self, request: QueueyRequest, admission: Admission, started: float, status: int) -> None:
-        self.metrics.requests.labels(admission.spec.label, method_label(request.method), str(status)).inc()
-        self.metrics.latency.labels(admission.spec.label).observe(time.perf_counter() - started)
+        self.metrics.answered(admission.spec.label, method_label(request.method), status,
+                              time.perf_counter() - started)
 
     # -- operations -------------------------------------------------------
 
