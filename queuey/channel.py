@@ -362,6 +362,10 @@ class BatchedAccessLog:
         if lines:
             self._log.info("{access}", access="".join(lines).rstrip("\n"))
 
+    def close(self) -> None:
+        """The site stops: write what is left."""
+        self.flush()
+
 
 class QueueySite(server.Site):
     """The Site of :class:`QueueyChannel` connections, holding the limits they share."""
@@ -389,7 +393,3 @@ class QueueySite(server.Site):
         if not self.logPath and self._logFile is not None:  # the log itself: batch the lines
             self._logFile = BatchedAccessLog(self.reactor)
 
-    def stopFactory(self) -> None:
-        if isinstance(self._logFile, BatchedAccessLog):
-            self._logFile.flush()
-        super().stopFactory()
