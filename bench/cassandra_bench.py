@@ -76,15 +76,16 @@ def raw_worker(spec: dict[str, Any]) -> None:
     profile = ExecutionProfile(load_balancing_policy=TokenAwarePolicy(DCAwareRoundRobinPolicy()),
                                row_factory=tuple_factory, request_timeout=10)
     cluster = Cluster([(host, port)], connection_class=LibevConnection, protocol_version=5,
-                      execution_profiles={EXEC_PROFILE_DEFAULT: profile}, monitor_reporting_enabled=False)
+                      execution_profiles={EXEC_PROFILE_DEFAULT: profile}, monitor_reporting_enabled=False,
+                      connect_timeout=30, control_connection_timeout=30)  # a loaded machine is slow to answer
     session = cluster.connect(spec["keyspace"])
     prepared = {name: session.prepare(_STATEMENTS[name]) for name in
                 ("get_queue", "put_message", "buckets", "range", "bucket_seconds")}
+    width = int(session.execute(prepared["bucket_seconds"]).one()[0]) * timeuuid.TICKS_PER_SECOND
+    ids = timeuuid.TimeUUIDGenerator(lambda: round(time.time() * timeuuid.TICKS_PER_SECOND))
     # Queuey renders each message's JSON when it stores it; the raw side sends a blob of that size.
     rendered = {"post_single": render(ids.next(), 1, SINGLE_TEXT, "text/plain"),
                 "post_batch": render(ids.next(), 1, BATCH_TEXT, "text/plain")}
-    width = int(session.execute(prepared["bucket_seconds"]).one()[0]) * timeuuid.TICKS_PER_SECOND
-    ids = timeuuid.TimeUUIDGenerator(lambda: round(time.time() * timeuuid.TICKS_PER_SECOND))
     level = ConsistencyLevel.QUORUM
     shape, queue = spec["shape"], RAW_QUEUES[spec["shape"]]
 

@@ -110,14 +110,27 @@ def auth(key: str = KEY, **more: str) -> dict[str, str]:
     return {"Authorization": f"Application {key}", **more}
 
 
-def process_cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process, all its threads (from /proc)."""
+def _stat_fields(pid: int | str) -> list[str] | None:
     try:
         with open(f"/proc/{pid}/stat") as handle:
-            fields = handle.read().rsplit(")", 1)[1].split()
+            return handle.read().rsplit(")", 1)[1].split()
     except OSError:
+        return None
+
+
+def process_cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process, all its threads, and of its running children
+    (the workers of ``twistd queuey --workers N``), from /proc."""
+    fields = _stat_fields(pid)
+    if fields is None:
         return float("nan")
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    ticks = int(fields[11]) + int(fields[12])
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            child = _stat_fields(entry)
+            if child is not None and child[1] == str(pid):
+                ticks += int(child[11]) + int(child[12])
+    return ticks / os.sysconf("SC_CLK_TCK")
 
 
 def cpu_jiffies(cpu: int | None) -> tuple[int, int]:
@@ -374,18 +387,24 @@ max_message_bytes = 262144
 """)
 
 
+def start_queuey(args: argparse.Namespace, workdir: Path, name: str, options: list[str],
+                 env: dict[str, str] | None = None) -> Server:
+    """Another Queuey server, on a database of its own, set up like queuey."""
+    config = workdir / f"{name}.ini"
+    write_config(config, workdir / f"{name}.sqlite", {APP: KEY}, args.synchronous)
+    server = Server(name, ["queuey", "--config", str(config), *options, "--port",
+                           "tcp:{port}:interface=127.0.0.1:backlog=1024"], workdir, args.server_cpu, env)
+    server.start()
+    prepare_queuey(server, workdir / f"canned-{name}")
+    return server
+
+
 def start_baseline(args: argparse.Namespace, workdir: Path) -> Server:
     """Queuey from another checkout (``--baseline``), on a database of its own, set up like queuey."""
     tree = Path(args.baseline).resolve()
     if not (tree / "queuey" / "__init__.py").exists():
         fail(f"--baseline {tree}: not a Queuey checkout (no queuey/__init__.py)")
-    config = workdir / "baseline.ini"
-    write_config(config, workdir / "baseline.sqlite", {APP: KEY}, args.synchronous)
-    server = Server("baseline", ["queuey", "--config", str(config), "--port", "tcp:{port}:interface=127.0.0.1"],
-                    workdir, args.server_cpu, {"PYTHONPATH": str(tree)})
-    server.start()
-    prepare_queuey(server, workdir / "canned-baseline")
-    return server
+    return start_queuey(args, workdir, "baseline", [], {"PYTHONPATH": str(tree)})
 
 
 def prepare_queuey(server: Server, canned: Path) -> None:
@@ -479,17 +498,17 @@ def report_shapes(runs: dict[str, ShapeRuns], args: argparse.Namespace) -> list[
             bad = {kind: count for kind, count in errors.items() if count}
             if bad:
                 problems.append((who, shape, f"{who} {shape.name}: errors {bad}"))
-    if "baseline" in names:
+    for other in names[2:]:  # --baseline, --workers: against the ceiling and against queuey, same run
         print()
-        print(f"Against the baseline ({args.baseline}), in the same run: ratios to the ceiling of both, "
-              "and queuey / baseline")
-        header = (f"{'shape':<30} {'baseline rps':>12} {'rps b/c':>8} {'cpu b/c':>8} {'b us/req':>9}   "
-                  f"{'rps q/b':>8} {'cpu q/b':>8}")
+        print(f"{other} ({args.baseline if other == 'baseline' else 'twistd queuey --workers ' + other[7:-1]}), "
+              f"in the same run: x = {other}; ratios to the ceiling, and queuey / x")
+        header = (f"{'shape':<30} {'x rps':>12} {'rps x/c':>8} {'cpu x/c':>8} {'x us/req':>9}   "
+                  f"{'rps q/x':>8} {'cpu q/x':>8}")
         print(header)
         print("-" * len(header))
         for shape in SHAPES:
             results = runs[shape.name].results
-            q, c, b = results["queuey"], results["ceiling"], results["baseline"]
+            q, c, b = results["queuey"], results["ceiling"], results[other]
             print(f"{shape.label:<30} {median([r.rps for r in b]):12.1f} "
                   f"{paired(b, c, lambda x, y: x.rps / y.rps if y.rps else float('nan')):8.3f} "
                   f"{paired(b, c, lambda x, y: y.cpu_us_per_request / x.cpu_us_per_request):8.3f} "
@@ -626,6 +645,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="[storage] synchronous for queuey (unset: the server's default, FULL)")
     parser.add_argument("--baseline", metavar="CHECKOUT",
                         help="also measure Queuey from this other checkout (e.g. an export of main), side by side")
+    parser.add_argument("--workers", type=int, default=1,
+                        help="also measure twistd queuey --workers N, side by side (use with --no-pin)")
     parser.add_argument("--skip-listing", action="store_true", help="only part 1")
     parser.add_argument("--skip-shapes", action="store_true", help="only part 2")
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory (logs, databases)")
@@ -709,6 +730,10 @@ def main(argv: list[str] | None = None) -> int:
             if args.baseline:
                 measured["baseline"] = start_baseline(args, workdir)
                 servers.append(measured["baseline"])
+            if args.workers > 1:
+                name = f"queuey-{args.workers}w"
+                measured[name] = start_queuey(args, workdir, name, ["--workers", str(args.workers)])
+                servers.append(measured[name])
             reactors = {server.reactor() for server in measured.values()}
             print(f"reactor: {' vs '.join(sorted(reactors))}; queuey storage synchronous="
                   f"{args.synchronous or 'FULL (default)'}")
