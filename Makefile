@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: setup run test test-cluster bench bench-cassandra bench-abuse clean
+.PHONY: setup run test test-cluster bench bench-cassandra bench-abuse bench-longpoll bench-range clean
 
 $(BIN)/twistd: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -30,6 +30,13 @@ bench: setup
 
 bench-cassandra: setup
 	$(BIN)/python bench/cassandra_bench.py
+
+# Long-poll fan-out and range reads as queues grow (docs/performance.rst).
+bench-longpoll: setup
+	$(BIN)/python bench/longpoll_bench.py
+
+bench-range: setup
+	$(BIN)/python bench/range_bench.py
 
 # Server memory while clients abuse it (docs/api.rst, Limits).
 bench-abuse: setup

@@ -367,7 +367,9 @@ def run_wrk(server: Server, shape: Shape, duration: int, connections: int, cpu: 
 
 # -- part 1: shapes against the ceiling -----------------------------------------
 
-def write_config(path: Path, db: Path, apps: dict[str, str], synchronous: str | None) -> None:
+def write_config(path: Path, db: Path, apps: dict[str, str], synchronous: str | None,
+                 limits: str = "") -> None:
+    """A SQLite configuration for the benchmarks; ``limits`` adds lines to ``[limits]``."""
     keys = "\n".join(f"{app} = {key}" for app, key in apps.items())
     extra = f"synchronous = {synchronous}\n" if synchronous else ""
     path.write_text(f"""[application_keys]
@@ -384,7 +386,7 @@ very_strong = 0
 
 [limits]
 max_message_bytes = 262144
-""")
+{limits}""")
 
 
 def start_queuey(args: argparse.Namespace, workdir: Path, name: str, options: list[str],
@@ -785,6 +787,15 @@ def main(argv: list[str] | None = None) -> int:
             print(f"- {problem}", file=sys.stderr)
         return 1
     return 0
+
+
+def run_main(main: Any) -> NoReturn:
+    """Exit with what ``main()`` returns; a BenchError is one line on stderr and exit 1."""
+    try:
+        sys.exit(main())
+    except BenchError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(1)
 
 
 if __name__ == "__main__":

@@ -42,21 +42,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import http_bench  # noqa: E402  (bench/ is not a package: the shared server and request helpers)
-from http_bench import BenchError, Server, fail, request  # noqa: E402
+from http_bench import Server, fail, request  # noqa: E402
 
 KEY = "lp-key"
 AUTH = {"Authorization": f"Application {KEY}"}
-CONFIG = """
-[application_keys]
-lp = {key}
-
-[storage]
-backend = sqlite
-path = {directory}/longpoll.sqlite
-
-[limits]
-max_connections = {connections}
-"""
 ANSWER_TIMEOUT = 60.0
 
 
@@ -185,7 +174,8 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="queuey-longpoll-") as directory:
         workdir = Path(directory)
         config = workdir / "longpoll.ini"
-        config.write_text(CONFIG.format(key=KEY, directory=directory, connections=args.reads + 2000))
+        http_bench.write_config(config, workdir / "longpoll.sqlite", {"lp": KEY}, None,
+                                f"max_connections = {args.reads + 2000}\n")
         for round_ in range(1, args.rounds + 1):
             for name, scenario in (
                     ("one queue", lambda port: one_queue(port, args.reads, args.workers)),
@@ -216,8 +206,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except BenchError as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(1)
+    http_bench.run_main(main)

@@ -38,7 +38,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import http_bench  # noqa: E402
-from http_bench import BenchError, Server, fail  # noqa: E402
+from http_bench import Server, fail  # noqa: E402
 
 from queuey import timeuuid  # noqa: E402
 
@@ -227,8 +227,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except BenchError as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(1)
+    http_bench.run_main(main)

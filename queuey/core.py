@@ -24,7 +24,7 @@ from queuey.longpoll import LongPollHub
 from queuey.metrics import Metrics
 from queuey.pages import Page, cut_page
 from queuey.queuecache import QueueCache
-from queuey.rendering import EncodedList, message_document, render
+from queuey.rendering import message_document, render
 from queuey.sharing import SharedCalls
 from queuey.validation import ListQuery, MessageInput, PostedMessages, QueueParameters, ReadQuery
 

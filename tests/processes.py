@@ -13,6 +13,16 @@ from twisted.trial import unittest
 TWISTD = [sys.executable, "-c", "from twisted.scripts.twistd import run; run()"]
 
 
+def config_in_temp_dir(test: unittest.TestCase, text: str) -> tuple[str, str]:
+    """A new directory for ``test`` holding ``queuey.ini`` with ``text``: (directory, config path)."""
+    directory = os.path.abspath(test.mktemp())
+    os.makedirs(directory)
+    config = os.path.join(directory, "queuey.ini")
+    with open(config, "w") as handle:
+        handle.write(text)
+    return directory, config
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

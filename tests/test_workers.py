@@ -11,7 +11,7 @@ from twisted.trial import unittest
 
 from queuey import workers
 from tests import rawhttp
-from tests.processes import children_of, free_port, running, spawn_queuey
+from tests.processes import children_of, config_in_temp_dir, free_port, running, spawn_queuey
 
 KEY = "workers-key"
 # A store poll far longer than the test waits: only the workers' bus can wake a read in time.
@@ -39,11 +39,7 @@ class WorkersTests(unittest.TestCase):
     timeout = 120
 
     def setUp(self) -> None:
-        self.dir = os.path.abspath(self.mktemp())
-        os.makedirs(self.dir)
-        self.config = os.path.join(self.dir, "queuey.ini")
-        with open(self.config, "w") as f:
-            f.write(CONFIG.format(path=os.path.join(self.dir, "queuey.sqlite")))
+        self.dir, self.config = config_in_temp_dir(self, CONFIG.format(path="queuey.sqlite"))
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
 
