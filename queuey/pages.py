@@ -7,10 +7,13 @@ requested) while their bodies fit the budget; the first one always fits.
 
 from __future__ import annotations
 
+import operator
 from dataclasses import dataclass, field
 from typing import Sequence
 
 from queuey.rendering import EncodedList, Rendered, message_id_of
+
+_size = operator.itemgetter(0)
 
 
 @dataclass
@@ -42,9 +45,10 @@ def cut_page(partitions: Sequence[int], groups: Sequence[Sequence[Rendered]], li
     """
     if len(groups) == 1:  # the usual read: one partition, within its budget as the store cut it
         group = groups[0]
-        if sum(row[0] for row in group) <= budget:
+        group_bytes = sum(map(_size, group))
+        if group_bytes <= budget:
             resume: dict[int, str | None] = {}
-            if len(group) < limit and group and sum(row[0] for row in group) >= read_budget:
+            if len(group) < limit and group and group_bytes >= read_budget:
                 resume[partitions[0]] = message_id_of(group[-1][1])
             return Page(list(group), resume)
     kept: list[Rendered] = []

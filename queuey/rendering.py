@@ -13,6 +13,7 @@ from a fixed place instead of parsing the object.
 from __future__ import annotations
 
 import base64
+import operator
 import uuid
 from typing import Any, NamedTuple
 
@@ -24,6 +25,9 @@ from queuey.interfaces import Message
 #: ``{"message_id":"`` precedes the 32 hex digits of the id in every rendered message.
 _ID_START = len(b'{"message_id":"')
 _ID_END = _ID_START + 32
+
+
+_JSON = operator.itemgetter(1)
 
 
 class Rendered(NamedTuple):
@@ -85,24 +89,16 @@ class EncodedList:
     entries and the commas between them (``[`` and ``]`` not included).
 
     One page may answer many requests (woken long-polls share their read), so it
-    is encoded once and each answer only refers to the pieces.
+    is encoded once, in one join, and each answer only refers to it.
     """
 
     __slots__ = ("pieces", "length", "count")
 
     def __init__(self, rendered: list[Rendered]) -> None:
-        pieces: list[bytes] = []
-        for index, row in enumerate(rendered):
-            if index:
-                pieces.append(b",")
-            pieces.append(row[1])
-        self.pieces = pieces
-        self.length = sum(len(piece) for piece in pieces)
+        joined = b",".join(map(_JSON, rendered))
+        self.pieces = [joined] if joined else []
+        self.length = len(joined)
         self.count = len(rendered)
 
     def __len__(self) -> int:
         return self.count
-
-    def document(self) -> list[Any]:
-        """The entries as Python values (for callers that want the document, not bytes)."""
-        return [orjson.loads(piece) for piece in self.pieces[::2]]

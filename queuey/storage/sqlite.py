@@ -15,6 +15,7 @@ messages later, in small batches, together with expired messages.
 from __future__ import annotations
 
 import functools
+import operator
 import os
 import queue as queue_module
 import sqlite3
@@ -482,21 +483,8 @@ class SQLiteStore:
             qid = _qid(conn, queue)
             groups: list[list[Rendered]] = []
             for partition in partitions:
-                if qid is None:
-                    groups.append([])
-                    continue
-                rows = conn.execute(sql, (qid, partition, now, *bounds))
-                if max_bytes is None:
-                    groups.append(rows.fetchall())
-                    continue
-                found = []
-                body_bytes = 0
-                for row in rows:  # rows step one by one: stop at the byte budget
-                    found.append(row)
-                    body_bytes += row[0]
-                    if body_bytes >= max_bytes:
-                        break
-                groups.append(found)
+                rows = [] if qid is None else _within(conn.execute(sql, (qid, partition, now, *bounds)), max_bytes)
+                groups.append(rows)
             return groups
         return self._runner.read(select)
 
@@ -539,6 +527,33 @@ class SQLiteStore:
                     newest[partition] = timeuuid.from_sort_key(key)
             return newest
         return self._runner.read(select)
+
+
+#: Rows fetched at a time by a range read: the byte budget is checked per chunk (in C), so a
+#: page passes its budget by at most this many rows before it is cut.
+FETCH_ROWS = 32
+_size = operator.itemgetter(0)
+
+
+def _within(rows: sqlite3.Cursor, max_bytes: int | None) -> list[Rendered]:
+    """The (size, rendered) rows of a range read, up to and including the row whose body
+    reaches ``max_bytes`` (then the cursor is left: no more rows are read)."""
+    if max_bytes is None:
+        return rows.fetchall()
+    found: list[Rendered] = []
+    body_bytes = 0
+    while chunk := rows.fetchmany(FETCH_ROWS):
+        chunk_bytes = sum(map(_size, chunk))
+        if body_bytes + chunk_bytes < max_bytes:
+            found.extend(chunk)
+            body_bytes += chunk_bytes
+            continue
+        for row in chunk:  # the budget ends in this chunk
+            found.append(row)
+            body_bytes += row[0]
+            if body_bytes >= max_bytes:
+                return found
+    return found
 
 
 def _create_schema(conn: sqlite3.Connection) -> None:
