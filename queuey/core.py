@@ -77,7 +77,7 @@ class Queuey:
         self.hub = LongPollHub(clock, store, config.poll_interval)
         self.metrics.watch_held(lambda: self.hub.held)
         self.queues = QueueCache(clock, config.queue_cache_seconds)
-        self._shared_reads: SharedCalls[Page] = SharedCalls()
+        self._shared_reads: SharedCalls[Page] = SharedCalls(clock)
         #: Called with (application, queue_name) when this process changed or deleted a queue,
         #: so that sibling workers forget it too (see queuey.workers).
         self.on_queue_changed: Any = None

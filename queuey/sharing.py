@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any, Callable, Generic, Hashable, TypeVar
 
 from twisted.internet import defer
+from twisted.internet.interfaces import IReactorTime
 from twisted.python.failure import Failure
 
 T = TypeVar("T")
@@ -25,10 +26,17 @@ class _Flight(Generic[T]):
 
 
 class SharedCalls(Generic[T]):
-    """``call(key, start)``: ``start()`` once per key while it runs; everyone gets its result."""
+    """``call(key, start)``: ``start()`` once per key while it runs; everyone gets its result.
 
-    def __init__(self) -> None:
+    With a ``clock``, the callers get the result ``batch`` at a time, one batch per turn of
+    the reactor: what the first ones do with it (write their answers) goes out while the
+    others still wait, instead of everything going out after the last one.
+    """
+
+    def __init__(self, clock: IReactorTime | None = None, batch: int = 256) -> None:
         self._flights: dict[Hashable, _Flight[T]] = {}
+        self._clock = clock
+        self._batch = batch
 
     def __len__(self) -> int:
         return len(self._flights)
@@ -49,13 +57,22 @@ class SharedCalls(Generic[T]):
     def _done(self, result: Any, key: Hashable, flight: _Flight[T]) -> None:
         if self._flights.get(key) is flight:
             del self._flights[key]
-        callers, flight.callers = flight.callers, set()
-        for caller in callers:
+        callers, flight.callers = list(flight.callers), set()
+        self._hand(result, callers)
+        return None
+
+    def _hand(self, result: Any, callers: list[defer.Deferred[T]]) -> None:
+        now, later = (callers, []) if self._clock is None else (callers[:self._batch], callers[self._batch:])
+        for caller in now:
+            if caller.called:  # cancelled while it waited for its batch
+                continue
             if isinstance(result, Failure):
                 caller.errback(result)
             else:
                 caller.callback(result)
-        return None
+        if later:
+            assert self._clock is not None
+            self._clock.callLater(0, self._hand, result, later)
 
     def _leave(self, key: Hashable, flight: _Flight[T], caller: defer.Deferred[T]) -> None:
         flight.callers.discard(caller)

@@ -73,6 +73,19 @@ class SharedCallsTests(unittest.TestCase):
         self.assertEqual(cancelled, [True])
         self.assertEqual(len(shared), 0)
 
+    def test_with_a_clock_callers_get_the_result_a_batch_per_turn(self) -> None:
+        clock = Clock()
+        shared: SharedCalls[int] = SharedCalls(clock, batch=2)
+        operation: defer.Deferred[int] = defer.Deferred()
+        callers = [shared.call("k", lambda: operation) for _ in range(5)]
+        callers[4].cancel()  # gone before its turn: skipped
+        operation.callback(3)
+        answered = [c for c in callers[:4] if c.called]
+        self.assertEqual(len(answered), 2)
+        clock.advance(0)
+        self.assertEqual([self.successResultOf(c) for c in callers[:4]], [3, 3, 3, 3])
+        self.failureResultOf(callers[4], defer.CancelledError)
+
     def test_failures_reach_every_caller(self) -> None:
         shared: SharedCalls[int] = SharedCalls()
         operation: defer.Deferred[int] = defer.Deferred()
