@@ -30,6 +30,8 @@ its own open-file limit (the server inherits it).
 from __future__ import annotations
 
 import argparse
+import http.client
+import json
 import re
 import resource
 import select
@@ -62,10 +64,31 @@ def create_queues(port: int, names: list[str]) -> None:
             fail(f"creating queue {name}: {status} {data[:200]!r}")
 
 
-def held_count(port: int) -> int:
-    _, text = request(port, "GET", "/metrics")
-    found = re.search(rb"queuey_longpolls_held (\d+)", text)
-    return int(found.group(1)) if found else 0
+def worker_connections(port: int, workers: int) -> list[http.client.HTTPConnection]:
+    """One keep-alive connection to each worker (the kernel picks; /__version__ says which)."""
+    found: dict[int, http.client.HTTPConnection] = {}
+    for _ in range(200 * workers):
+        if len(found) == workers:
+            return list(found.values())
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        conn.request("GET", "/__version__")
+        worker = json.loads(conn.getresponse().read())["worker"]
+        if worker in found:
+            conn.close()
+            time.sleep(0.01)
+        else:
+            found[worker] = conn
+    fail(f"could not reach all {workers} workers")
+
+
+def held_count(connections: list[http.client.HTTPConnection]) -> int:
+    """Reads held by the whole server: the sum of each worker's /metrics."""
+    total = 0
+    for conn in connections:
+        conn.request("GET", "/metrics")
+        found = re.search(rb"queuey_longpolls_held (\d+)", conn.getresponse().read())
+        total += int(found.group(1)) if found else 0
+    return total
 
 
 def hold(port: int, queues: list[str], workers: int) -> dict[int, tuple[socket.socket, str]]:
@@ -76,18 +99,19 @@ def hold(port: int, queues: list[str], workers: int) -> dict[int, tuple[socket.s
         sock.sendall(f"GET /v1/lp/{name}?wait=60 HTTP/1.1\r\nHost: x\r\n\r\n".encode())
         sock.setblocking(False)
         held[sock.fileno()] = (sock, name)
-    deadline = time.monotonic() + 60
-    last, steady_since = -1, time.monotonic()
-    while time.monotonic() < deadline:  # until the server holds them all (or, with workers, stops adding)
-        count = held_count(port)
-        if workers == 1 and count >= len(queues):
-            return held
-        if count != last:
-            last, steady_since = count, time.monotonic()
-        elif workers > 1 and time.monotonic() - steady_since > 2.0:
-            return held  # /metrics is one worker's: wait until what it holds stops growing
-        time.sleep(0.1)
-    fail(f"the server holds {last} of {len(queues)} reads after 60 s")
+    connections = worker_connections(port, workers)
+    try:
+        deadline = time.monotonic() + 60
+        count = 0
+        while time.monotonic() < deadline:  # until the server holds them all
+            count = held_count(connections)
+            if count >= len(queues):
+                return held
+            time.sleep(0.1)
+    finally:
+        for conn in connections:
+            conn.close()
+    fail(f"the server holds {count} of {len(queues)} reads after 60 s")
 
 
 def post_and_time(port: int, queue: str, held: dict[int, tuple[socket.socket, str]]) -> list[float]:

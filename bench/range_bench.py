@@ -10,7 +10,7 @@ straight into the database file (keys of consecutive ids, one rendered
 message of ~180 bytes shared by all rows, so that writing 10^7 rows takes a
 minute, not an hour), then ``ANALYZE`` runs, as an operator might.  At each
 size a ``twistd queuey`` serves it and the script times ``GET
-?after=<id>&limit=100`` at the first, middle and last tenth of the queue,
+?after=<id>&limit=100`` at the start, the middle and the end of the queue,
 interleaved, over one keep-alive connection, and prints the query plan of the
 range read (it must stay on the primary key).
 
@@ -145,8 +145,8 @@ def sqlite_sizes(args: argparse.Namespace, workdir: Path) -> list[tuple[int, dic
                         workdir, cpu=None)
         server.start()
         try:
-            paths = {where: f"/v1/{APP}/big?limit={PAGE}&after={message_id(int(size * share)).hex}"
-                     for where, share in (("first", 0.1), ("middle", 0.5), ("last", 0.9))}
+            paths = {where: f"/v1/{APP}/big?limit={PAGE}&after={message_id(after).hex}"
+                     for where, after in (("first", 0), ("middle", size // 2), ("last", size - PAGE - 1))}
             timings = timed_reads(server.port, paths, args.samples, PAGE)
         finally:
             server.stop()

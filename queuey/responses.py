@@ -185,16 +185,17 @@ class ResponseWriter:
         return not self._stopped
 
     async def write_all(self, pieces: list[bytes]) -> bool:
-        """Write ``pieces``, joined into writes of about WRITE_SIZE bytes, letting go of each
-        piece once it is written (the list is emptied)."""
+        """Write ``pieces``, small ones joined into writes of about WRITE_SIZE bytes, letting go
+        of each piece once it is written (the list is emptied)."""
         pieces.reverse()
         while pieces:
             batch = [pieces.pop()]
             size = len(batch[0])
-            while pieces and size < WRITE_SIZE:
+            while pieces and size < WRITE_SIZE and len(pieces[-1]) < WRITE_SIZE:
                 batch.append(pieces.pop())
                 size += len(batch[-1])
-            if not await self.write(b"".join(batch)):
+            # A piece as large as a write goes alone, as it is: joining it would copy it.
+            if not await self.write(batch[0] if len(batch) == 1 else b"".join(batch)):
                 return False
             del batch
         return not self._stopped

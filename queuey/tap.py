@@ -10,7 +10,7 @@ from typing import Any, Callable, Sequence
 
 from twisted.application import service
 from twisted.internet import endpoints
-from twisted.internet import defer, stdio
+from twisted.internet import defer
 from twisted.logger import Logger
 from twisted.python import usage
 
@@ -163,15 +163,8 @@ def make_service(config: Config, port: str, reactor: Any, workers: int = 1, list
     listener = ListeningService(port, site, reactor) if listen_fd is None else InheritedPortService(
         listen_fd, site, reactor)
     if workers > 1:
-        if worker_bus is None:  # worker 0
-            worker_bus = workers_module.bus_directory()
-            supervisor = workers_module.Supervisor(workers, worker_arguments, worker_bus, reactor)
-            listener.on_listening.append(supervisor.listening)
-            supervisor.setServiceParent(top)
-        else:
-            stdio.StandardIO(workers_module.ParentWatch(reactor), reactor=reactor)
-        bus = workers_module.WorkerBus(worker_bus, worker_index, workers, core, reactor)
-        workers_module.BusService(bus).setServiceParent(top)
+        workers_module.add_worker_services(top, listener.on_listening, core, reactor, workers, worker_index,
+                                           worker_bus, worker_arguments)
     listener.setServiceParent(top)
     return top
 

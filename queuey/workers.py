@@ -28,10 +28,10 @@ import shutil
 import socket
 import sys
 import tempfile
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 from twisted.application import service
-from twisted.internet import defer, protocol
+from twisted.internet import defer, protocol, stdio
 from twisted.internet.abstract import FileDescriptor
 from twisted.logger import Logger
 
@@ -237,5 +237,15 @@ class ParentWatch(protocol.Protocol):
             self._reactor.stop()
 
 
-def bus_directory() -> str:
-    return tempfile.mkdtemp(prefix="queuey-workers-")
+def add_worker_services(top: service.MultiService, on_listening: list[Callable[[Any], None]], core: Queuey,
+                        reactor: Any, count: int, index: int, bus: str | None, arguments: Sequence[str]) -> None:
+    """What a worker adds to the Queuey service: the bus; in worker 0 (no ``bus`` yet) the
+    supervisor of the others, started once the port listens; in the others the parent watch."""
+    if bus is None:
+        bus = tempfile.mkdtemp(prefix="queuey-workers-")
+        supervisor = Supervisor(count, arguments, bus, reactor)
+        on_listening.append(supervisor.listening)
+        supervisor.setServiceParent(top)
+    else:
+        stdio.StandardIO(ParentWatch(reactor), reactor=reactor)
+    BusService(WorkerBus(bus, index, count, core, reactor)).setServiceParent(top)
