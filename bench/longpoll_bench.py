@@ -66,6 +66,8 @@ def create_queues(port: int, names: list[str]) -> None:
 
 def worker_connections(port: int, workers: int) -> list[http.client.HTTPConnection]:
     """One keep-alive connection to each worker (the kernel picks; /__version__ says which)."""
+    if workers == 1:
+        return [http.client.HTTPConnection("127.0.0.1", port, timeout=30)]
     found: dict[int, http.client.HTTPConnection] = {}
     for _ in range(200 * workers):
         if len(found) == workers:

@@ -1,10 +1,17 @@
 """Holding range reads until a message arrives (long-poll).
 
-Posts through this process wake the held reads of their partitions at once.
-Posts through other server processes are noticed by one poll per watched
-queue per ``poll_interval`` (not one per held request): the hub asks the
-store for the newest id of each watched partition and wakes the reads that
-waited since before it.
+Posts through this process wake the held reads of their partitions at once;
+so do posts through its sibling workers (``notify(..., local=False)``, from
+:mod:`queuey.workers`).  Posts through other server processes are noticed by
+one poll per watched queue per ``poll_interval`` (not one per held request):
+the hub asks the store for the newest id of each watched partition and wakes
+the reads that waited since before it.
+
+Any long-lived reader (a held read, a stream) waits with ``wait()`` and is
+woken by ``notify()``.  ``generation`` moves on before every wake-up: reads
+made after a wake-up may share one storage read (see
+``Queuey._read_after_wake``), reads made before it may not, so none misses
+what woke it.
 """
 
 from __future__ import annotations
