@@ -207,7 +207,8 @@ def main(argv: list[str] | None = None) -> int:
                     ("one queue", lambda port: one_queue(port, args.reads, args.workers)),
                     (f"{args.queues:,} queues", lambda port: many_queues(port, args.reads, args.queues, args.posts,
                                                                         args.workers))):
-                server = Server("queuey", ["queuey", "--config", str(config), "--workers", str(args.workers),
+                workers = ["--workers", str(args.workers)] if args.workers > 1 else []
+                server = Server("queuey", ["queuey", "--config", str(config), *workers,
                                            "--port", "tcp:{port}:interface=127.0.0.1:backlog=4096"],
                                 workdir, cpu=args.server_cpu)
                 server.start()
