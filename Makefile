@@ -3,12 +3,12 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: setup run test test-cluster bench bench-cassandra bench-abuse bench-longpoll bench-range clean
+.PHONY: setup run test test-cluster bench bench-cassandra bench-abuse bench-streams bench-longpoll bench-range clean
 
 $(BIN)/twistd: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[test,cassandra]' --config-settings editable_mode=compat
+	$(BIN)/pip install -q --upgrade pip 'setuptools>=77'
+	$(BIN)/pip install -q -e '.[test,cassandra]'
 	touch $@
 
 setup: $(BIN)/twistd
@@ -41,6 +41,10 @@ bench-range: setup
 # Server memory while clients abuse it (docs/api.rst, Limits).
 bench-abuse: setup
 	$(BIN)/python bench/abuse_bench.py
+
+# Event-stream fan-out: 1,000 streams on one queue, p50/p99 from post to event (bench/README.rst).
+bench-streams: setup
+	$(BIN)/python bench/stream_bench.py
 
 # Removes what this checkout made. The first runs also filled caches outside it,
 # shared by every checkout, which it names and leaves alone.

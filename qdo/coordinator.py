@@ -31,20 +31,39 @@ from qdo.runner import Commit, Gate, PartitionRunner
 from qdo.session import EpochOver, Session
 from qdo.worker import Jobs
 from qdo.zk import CONNECTED, LOST, SUSPENDED, IZooKeeper, SessionLost, SessionState, ZooKeeper
+from queuey.client import Forbidden, NotFound, Unauthorized
 
 log = Logger()
 
 
 async def discover(client: Any, config: WorkerConfig) -> set[Partition]:
-    """The partitions to work on: the configured ``ids``, or every partition of every queue not excluded
-    (the error queue always is: its messages are for ``qdo errors``, not for the job that failed on them)."""
+    """The partitions to work on: the configured ``ids``; or every partition of the configured ``queues``;
+    or every partition of every queue not excluded (the error queue always is: its messages are for
+    ``qdo errors``, not for the job that failed on them)."""
     if config.ids:
         return set(config.ids)
+    if config.queues:
+        return await named_queues(client, config)
     queues = await client.all_queues(details=True)
     excluded = set(config.exclude) | {ERROR_QUEUE}
     return {Partition(config.application, q["queue_name"], n)
             for q in queues if q["queue_name"] not in excluded
             for n in range(1, int(q.get("partitions", 1)) + 1)}
+
+
+async def named_queues(client: Any, config: WorkerConfig) -> set[Partition]:
+    """Every partition of the configured queues, counted by the reader's info request: a principal's key
+    may ask it of another application's queue that lists it, where listing needs the owner's key.  A
+    queue this key may not read, or that does not exist (yet), has none; other failures fail the whole."""
+    partitions = set()
+    for name in config.queues:
+        try:
+            info = await client.queue_info(name)
+        except (NotFound, Forbidden, Unauthorized) as e:
+            log.warn("Queue {queue} is not worked on: {error}", queue=name, error=str(e))
+            continue
+        partitions.update(Partition(config.application, name, n) for n in range(1, int(info["partitions"]) + 1))
+    return partitions
 
 
 class Base:

@@ -28,8 +28,7 @@ class WorkerMetrics:
         r = self.registry
         self.messages = Counter("qdo_messages", "Messages whose job ran, by outcome (failed: the job raised)",
                                 ["outcome"], registry=r)
-        for outcome in OUTCOMES:
-            self.messages.labels(outcome)
+        self._messages_by_outcome = {outcome: self.messages.labels(outcome) for outcome in OUTCOMES}
         self.handler_errors = Counter("qdo_failure_handler_errors", "job_failure calls that raised "
                                       "(the message is tried again)", registry=r)
         self.job_seconds = Histogram("qdo_job_duration_seconds", "How long jobs took (failed ones too)",
@@ -47,7 +46,7 @@ class WorkerMetrics:
         self._partitions: set[str] = set()
 
     def job_done(self, outcome: str, seconds: float) -> None:
-        self.messages.labels(outcome).inc()
+        self._messages_by_outcome[outcome].inc()
         self.job_seconds.observe(seconds)
 
     def failure_handler_failed(self) -> None:

@@ -250,7 +250,8 @@ class PartitionRunner:
                 if not self.buffer:
                     await self._fetch()
                     continue
-                await self._interruptible(self.gate.wait())
+                if not self.gate.is_open():
+                    await self._interruptible(self.gate.wait())
                 await self._interruptible(self.semaphore.acquire())
                 try:
                     if not self.gate.is_open():
@@ -344,9 +345,10 @@ class PartitionRunner:
             key = id_key(self.fetched_to)
             for document in documents:
                 message = Message.from_api(self.partition.application, self.partition.queue, document)
-                if id_key(message.message_id) > key:  # never backwards, never twice
+                message_key = id_key(message.message_id)
+                if message_key > key:  # never backwards, never twice
                     self.buffer.append(message)
-                    self.fetched_to, key = message.message_id, id_key(message.message_id)
+                    self.fetched_to, key = message.message_id, message_key
             if len(documents) >= self.batch_size and not self.stopping:
                 self._prefetch = self._read(None)  # a full page: there is likely more; read it meanwhile
             return

@@ -23,7 +23,9 @@ from werkzeug.routing import Map, RoutingException
 
 from queuey.config import Config
 from queuey.core import Queuey
-from queuey.errors import BodyTooLarge, InvalidParameters, MethodNotAllowed, NotFound
+from queuey.cors import CorsPolicy
+from queuey.decoding import query_params
+from queuey.errors import AccessDenied, BodyTooLarge, InvalidParameters, MethodNotAllowed, NotFound
 
 #: Bodies of the calls that take parameters (and of those that take none, which are read
 #: and dropped) may be this long; message bodies get ``[limits] max_request_bytes``.
@@ -63,6 +65,7 @@ class RouteSpec:
     body: BodyUse = BodyUse.NONE
     status: int = 200
     pieces: str | None = None
+    signable: bool = False  # a signed URL of the queue may grant it
 
 
 @dataclass(frozen=True)
@@ -82,6 +85,9 @@ class Admission:
 
 
 UNROUTED = RouteSpec("unknown", Access.ANYONE, BodyUse.NONE)
+#: A CORS preflight (queuey.cors): answered from its head, by no route of the app.
+PREFLIGHT = "preflight"
+PREFLIGHT_SPEC = RouteSpec("preflight", Access.ANYONE, BodyUse.NONE, status=204)
 
 
 class Gate:
@@ -95,6 +101,7 @@ class Gate:
         self._specs = specs
         self._core = core
         self._message_limit = config.max_request_bytes
+        self.cors = CorsPolicy(config.cors_allow_origins)
 
     def admit(self, method: bytes, target: bytes, headers: Headers, length: int | None) -> Admission:
         """The admission of this head, or the QueueyError to answer it with.
@@ -103,17 +110,21 @@ class Gate:
         Checks go in the API's order: route (404, 405), key (401), application
         (404), right to act (401, 403), then size (413).
         """
-        path = target.split(b"?", 1)[0]
-        matched = self._matched.get((method, path))
-        if matched is None:
-            matched = self._match(method, path)
-            if len(self._matched) >= MATCH_CACHE_SIZE:
-                self._matched.clear()
-            self._matched[(method, path)] = matched
-        endpoint, values = matched
+        if self.cors.is_preflight(method, headers):
+            return self._preflight(target, headers)
+        endpoint, values = self._route(method, target)
         spec = self._specs[endpoint]
         principal = None
-        if spec.access is not Access.ANYONE:
+        signed = self._signed(target)
+        if signed is not None:
+            authorization = headers.getRawHeaders(b"authorization")
+            if authorization is not None:  # a key sent along must still be valid
+                self._core.authenticate(authorization[0].decode("latin-1"))
+            if not spec.signable:
+                raise AccessDenied("A signed URL grants only reading and posting the messages of its queue.")
+            principal = self._core.check_signature(values["application"], values["queue"],
+                                                   method.decode("ascii"), signed)
+        elif spec.access is not Access.ANYONE:
             authorization = headers.getRawHeaders(b"authorization")
             principal = self._core.authenticate(None if authorization is None
                                                 else authorization[0].decode("latin-1"))
@@ -125,6 +136,34 @@ class Gate:
         if length is not None and length > limit:
             raise BodyTooLarge(f"This request may carry at most {limit} body bytes, not {length}.")
         return Admission(endpoint, spec, values, principal, limit)
+
+    def _preflight(self, target: bytes, headers: Headers) -> Admission:
+        """A preflight for a route that exists, from an allowed origin: what to answer it with."""
+        self._route(self.cors.requested_method(headers), target)  # 404 or 405 as for the request itself
+        path = target.split(b"?", 1)[0].decode("ascii")
+        methods = sorted(m for m in self._routes.allowed_methods(path) if m not in ("HEAD", "OPTIONS"))
+        answer = self.cors.preflight_headers(headers, methods)
+        return Admission(PREFLIGHT, PREFLIGHT_SPEC, {name.decode(): value.decode() for name, value in answer.items()},
+                         None, PARAMETER_BODY_BYTES)
+
+    @staticmethod
+    def _signed(target: bytes) -> dict[str, str] | None:
+        """The query parameters of a signed URL (one with a ``signature``), else None."""
+        if b"signature=" not in target:
+            return None
+        params = query_params(target)
+        return params if "signature" in params else None
+
+    def _route(self, method: bytes, target: bytes) -> tuple[str, dict[str, str]]:
+        """The route of ``target``'s path, remembered (a bounded memo: the same paths come back)."""
+        path = target.split(b"?", 1)[0]
+        matched = self._matched.get((method, path))
+        if matched is None:
+            matched = self._match(method, path)
+            if len(self._matched) >= MATCH_CACHE_SIZE:
+                self._matched.clear()
+            self._matched[(method, path)] = matched
+        return matched
 
     def _match(self, method: bytes, path: bytes) -> tuple[str, dict[str, str]]:
         """The route of ``path``, or the QueueyError its request is answered with (not cached)."""

@@ -24,13 +24,16 @@ from twisted.web import resource, server
 
 import queuey
 from queuey import decoding
-from queuey.admission import Access, Admission, BodyUse, Gate, RouteSpec, method_label
+from queuey.admission import PREFLIGHT, Access, Admission, BodyUse, Gate, RouteSpec, method_label
 from queuey.budget import ByteBudget
 from queuey.channel import Pace, QueueyRequest, QueueySite
 from queuey.connections import ConnectionCap
 from queuey.core import Queuey, Result
 from queuey.errors import QueueyError, StorageUnavailable
+from queuey.following import Follower
 from queuey.responses import WRITE_SIZE, ResponseWriter, json_pieces, render_error, render_json, status_of
+from queuey.streams import EventStream, Streams, StreamSettings, wants_events
+from queuey.validation import ReadQuery
 
 log = Logger()
 F = TypeVar("F", bound=Callable[..., Any])
@@ -39,10 +42,10 @@ SPECS: dict[str, RouteSpec] = {}
 
 
 def spec(label: str, access: Access, body: BodyUse = BodyUse.NONE, status: int = 200,
-         pieces: str | None = None) -> Callable[[F], F]:
+         pieces: str | None = None, signable: bool = False) -> Callable[[F], F]:
     """Declare what the gate must check for this route, and how its answer is written."""
     def record(handler: F) -> F:
-        SPECS[handler.__name__] = RouteSpec(label, access, body, status, pieces)
+        SPECS[handler.__name__] = RouteSpec(label, access, body, status, pieces, signable)
         return handler
     return record
 
@@ -105,6 +108,11 @@ class QueueyApp:
         #: bound copy of the app and a Deferred around each coroutine, per request.
         self._handlers: dict[str, Callable[..., Any]] = {name: getattr(self, name) for name in SPECS}
         self._openapi: bytes | None = None
+        config = core.config
+        self.streams = Streams(self.metrics)
+        self.stream_settings = StreamSettings(
+            config.stream_keepalive, config.stream_buffer_bytes, config.stream_retry_ms,
+            page_bytes=min(config.max_response_bytes, max(config.stream_buffer_bytes, config.max_message_bytes)))
 
     def resource(self) -> resource.Resource:
         return _Routes(self)
@@ -125,6 +133,13 @@ class QueueyApp:
         admission = request.admission
         assert admission is not None
         started = time.perf_counter()
+        if admission.endpoint == PREFLIGHT:  # headers decided by the gate
+            for name, value in admission.values.items():
+                request.setHeader(name.encode(), value.encode())
+            request.setResponseCode(204)
+            self._count(request, admission, started, 204)
+            request.finish()
+            return
         try:
             answer = self._handlers[admission.endpoint](request, **admission.values)
             if inspect.isawaitable(answer):
@@ -147,6 +162,9 @@ class QueueyApp:
             request.finish()
             return
         self._count(request, admission, started, answer.status if isinstance(answer, Reply) else admission.spec.status)
+        if isinstance(answer, EventStream):
+            await self.streams.serve(answer)  # it finishes the request itself
+            return
         pieces = self._encode(request, admission, answer)
         del answer  # from here on only the encoded pieces are held, and each only until written
         if len(pieces) == 1:
@@ -240,22 +258,46 @@ class QueueyApp:
     async def delete_queue(self, request: QueueyRequest, application: str, queue: str) -> Result:
         return await self.core.delete_queue(_principal(request), application, queue)
 
+    @app.route("/v1/<application>/<queue>/info", methods=["GET"])
+    @spec("queue", Access.APPLICATION)
+    async def queue_info(self, request: QueueyRequest, application: str, queue: str) -> Result:
+        return await self.core.queue_info(_principal(request), application, queue)
+
     # -- messages ---------------------------------------------------------
 
+    @app.route("/v1/<application>/<queue>/signed", methods=["POST"])
+    @spec("signed", Access.OWNER, BodyUse.PARAMETERS)
+    async def sign_url(self, request: QueueyRequest, application: str, queue: str) -> Result:
+        wanted = decoding.signing_request(request.getHeader(b"content-type"), request.body(),
+                                          self.core.config.signing_max_expiry)
+        return await self.core.sign_url(_principal(request), application, queue, wanted)
+
     @app.route("/v1/<application>/<queue>", methods=["POST"])
-    @spec("queue", Access.OWNER, BodyUse.MESSAGES, status=201)
+    @spec("queue", Access.OWNER, BodyUse.MESSAGES, status=201, signable=True)
     def post_messages(self, request: QueueyRequest, application: str, queue: str) -> Awaitable[Result]:
         posted = decoding.posted_messages(request.getHeader(b"content-type"), request.body(),
-                                          request.getHeader(b"x-ttl"), request.getHeader(b"x-partition"))
+                                          request.getHeader(b"x-ttl"), request.getHeader(b"x-partition"),
+                                          request.getHeader(b"x-delay"))
         return self.core.post_messages(_principal(request), application, queue, posted)
 
     @app.route("/v1/<application>/<queue>", methods=["GET"])
-    @spec("queue", Access.APPLICATION, pieces="messages")
-    def read_messages(self, request: QueueyRequest, application: str, queue: str) -> Awaitable[Result]:
-        return self.core.read_messages(_principal(request), application, queue, decoding.read_query(request.uri))
+    @spec("queue", Access.APPLICATION, pieces="messages", signable=True)
+    def read_messages(self, request: QueueyRequest, application: str,
+                      queue: str) -> Awaitable[Result | EventStream]:
+        query = decoding.read_query(request.uri)
+        if wants_events(request.method, request.getHeader(b"accept")):
+            return self._open_stream(request, application, queue, query)
+        return self.core.read_messages(_principal(request), application, queue, query)
+
+    async def _open_stream(self, request: QueueyRequest, application: str, queue: str,
+                           query: ReadQuery) -> EventStream:
+        positions = decoding.stream_cursor(request.getHeader(b"last-event-id"))
+        settings, query = await self.core.followable(_principal(request), application, queue, query)
+        return EventStream(request, Follower(self.core, settings, query, positions), self.stream_settings,
+                           self.metrics, self.core.clock)
 
     @app.route("/v1/<application>/<queue>/<ids>", methods=["GET"])
-    @spec("messages", Access.APPLICATION, pieces="messages")
+    @spec("messages", Access.APPLICATION, pieces="messages", signable=True)
     def get_messages(self, request: QueueyRequest, application: str, queue: str, ids: str) -> Awaitable[Result]:
         return self.core.get_messages(_principal(request), application, queue, decoding.message_refs(ids))
 
@@ -283,6 +325,8 @@ class _Routes(resource.Resource):
         self._app = app
 
     def render(self, request: QueueyRequest) -> Any:
+        for name, value in self._app.gate.cors.answer_headers(request.requestHeaders).items():
+            request.setHeader(name, value)
         answering = defer.ensureDeferred(self._app.respond(request))
         answering.addErrback(lambda failure: failure.trap(defer.CancelledError) and None)
         request.notifyFinish().addErrback(lambda _: answering.cancel())

@@ -24,6 +24,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from twisted.internet import defer
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.web import http, server
@@ -153,13 +154,23 @@ class QueueyChannel(http.HTTPChannel):
     # -- connection ---------------------------------------------------------
 
     def connectionMade(self) -> None:
+        self._on_close: list[defer.Deferred[None]] = []
         self._verdict = self.site.connections.arrive()
         super().connectionMade()
         if self._verdict is Verdict.REFUSE:
             self.site.metrics.connections_refused.inc()
             self.refuse(ServerBusy("This server has as many connections as it serves; try again shortly."))
 
+    def when_closed(self) -> defer.Deferred[None]:
+        """Fires when this connection is closed."""
+        closed: defer.Deferred[None] = defer.Deferred()
+        self._on_close.append(closed)
+        return closed
+
     def connectionLost(self, reason: Any) -> None:
+        closing, self._on_close = self._on_close, []
+        for closed in closing:
+            closed.callback(None)
         if self._verdict is not None:
             self.site.connections.leave(self._verdict)
             self._verdict = None
@@ -290,7 +301,8 @@ class QueueyChannel(http.HTTPChannel):
         method = getattr(self, "_command", b"")
         self.site.metrics.requests.labels(spec.label, method_label(method) if method else "other",
                                           str(status_of(error))).inc()
-        self.transport.write(raw_error_response(error))
+        cors = self.site.gate.cors.answer_headers(request.requestHeaders) if request is not None else {}
+        self.transport.write(raw_error_response(error, cors))
         self.dataReceived = self._drop  # type: ignore[method-assign]
         self._linger_left = LINGER_BYTES
         self._linger = self.callLater(LINGER_SECONDS, self.transport.abortConnection)

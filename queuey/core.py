@@ -10,6 +10,7 @@ from __future__ import annotations
 import hmac
 import random as random_module
 import uuid
+from dataclasses import replace
 from typing import Any, Mapping, Sequence
 
 from twisted.internet import defer, task
@@ -26,7 +27,10 @@ from queuey.pages import Page, cut_page
 from queuey.queuecache import QueueCache
 from queuey.rendering import message_document, render
 from queuey.sharing import SharedCalls
-from queuey.validation import ListQuery, MessageInput, PostedMessages, QueueParameters, ReadQuery
+from queuey.signing import UrlSigner
+from queuey.validation import (ListQuery, MessageInput, PostedMessages, QueueParameters, ReadQuery,
+                               SigningRequest)
+from queuey.visibility import VisibilityTimer
 
 Result = dict[str, Any]
 
@@ -57,6 +61,13 @@ def message_json(message: Message) -> Result:
     return message_document(message.id, message.partition, message.body, message.content_type)
 
 
+def _after(wanted: MessageRange, position: uuid.UUID) -> MessageRange:
+    """``wanted`` starting strictly after ``position``, unless its own lower bound is later."""
+    if wanted.lower is not None and timeuuid.sort_key(wanted.lower) > timeuuid.sort_key(position):
+        return wanted
+    return replace(wanted, lower=position, lower_inclusive=False)
+
+
 def gather(deferreds: Sequence[defer.Deferred[Any]]) -> defer.Deferred[list[Any]]:
     """All results in order, or the first failure itself (not wrapped in FirstError),
     so that a cancellation stays a CancelledError."""
@@ -73,6 +84,7 @@ class Queuey:
         self.store = store
         self.clock = clock
         self.keys = KeyRing(config.application_keys)
+        self.signer = UrlSigner(config.signing_secrets)
         self.metrics = metrics or Metrics()
         self.hub = LongPollHub(clock, store, config.poll_interval)
         self.metrics.watch_held(lambda: self.hub.held)
@@ -81,11 +93,18 @@ class Queuey:
         #: Called with (application, queue_name) when this process changed or deleted a queue,
         #: so that sibling workers forget it too (see queuey.workers).
         self.on_queue_changed: Any = None
+        self.visibility = VisibilityTimer(clock, self.hub.notify)
         self._ids = timeuuid.TimeUUIDGenerator(self._now_ticks)
+        self._later_ids = timeuuid.LaterIds()
         self._random = rng or random_module.Random()
 
     def _now_ticks(self) -> int:
         return round(self.clock.seconds() * timeuuid.TICKS_PER_SECOND)
+
+    def stop(self) -> None:
+        """Release held reads and forget pending wakes (the service stops)."""
+        self.visibility.stop()
+        self.hub.stop()
 
     # -- access -------------------------------------------------------------
 
@@ -193,6 +212,12 @@ class Queuey:
             raise NotFound(f"No queue {queue_name!r} in application {application!r}.")
         return {"status": "ok", **queue_json(stored)}
 
+    async def queue_info(self, principal: str | None, application: str, queue_name: str) -> Result:
+        """What a reader needs to read a queue (partitions, type, consistency), for whoever may read it."""
+        queue = await self._consumable_queue(principal, application, queue_name, reading=True)
+        return {"status": "ok", "queue_name": queue.queue_name, "partitions": queue.partitions,
+                "type": queue.type, "consistency": queue.consistency}
+
     async def delete_queue(self, principal: str | None, application: str, queue_name: str) -> Result:
         await self._owned_queue(principal, application, queue_name, fresh=True)
         deleted = await self.store.delete_queue(application, queue_name)
@@ -201,13 +226,33 @@ class Queuey:
             raise NotFound(f"No queue {queue_name!r} in application {application!r}.")
         return {"status": "ok"}
 
+    async def sign_url(self, principal: str | None, application: str, queue_name: str,
+                       wanted: SigningRequest) -> Result:
+        """A URL of the queue granting ``wanted.methods`` to whoever holds it, until it expires."""
+        queue = await self._owned_queue(principal, application, queue_name)
+        expires = int(self.clock.seconds()) + wanted.expires_in
+        signed = self.signer.sign(queue.application, queue.queue_name, wanted.methods, expires)
+        return {"status": "ok", "url": signed.url, "methods": list(signed.methods), "expires": signed.expires}
+
+    def check_signature(self, application: str, queue_name: str, method: str, params: Mapping[str, str]) -> str:
+        """The application a signed URL speaks for (the queue's owner); AccessDenied if it does not hold."""
+        self.check_application(application)
+        if not self.signer.enabled:
+            raise AccessDenied("Signed URLs are off on this server (no [signing] secret).")
+        self.signer.check(application, queue_name, method, params, self.clock.seconds())
+        return application
+
     # -- messages -----------------------------------------------------------
 
     def _check_messages(self, queue: QueueSettings, posted: PostedMessages) -> None:
-        """Each message fits the size limit (body and content type) and names a partition of ``queue``."""
+        """Each message fits the size limit (body and content type), names a partition of ``queue``
+        and is delayed at most ``max_delay``."""
         limit = self.config.max_message_bytes
         for index, message in enumerate(posted.messages):
             prefix = f"{index}." if posted.batch else ""
+            if message.delay > self.config.max_delay:
+                raise InvalidParameters({f"{prefix}delay": f"Must be a number of seconds from 0 to "
+                                                           f"{self.config.max_delay}, not {message.delay}."})
             if message.partition is not None and message.partition > queue.partitions:
                 raise InvalidParameters({f"{prefix}partition": f"Must be a partition number from 1 to "
                                                                f"{queue.partitions}, not {message.partition}."})
@@ -223,7 +268,7 @@ class Queuey:
         self._check_messages(queue, posted)
         messages = []
         answers = []
-        for m, (message_id, ticks) in zip(posted.messages, self._ids.next_many(len(posted.messages))):
+        for m, (message_id, ticks) in zip(posted.messages, self._new_ids(posted)):
             partition = m.partition or (1 if queue.partitions == 1 else self._random.randint(1, queue.partitions))
             hex_id, timestamp = f"{message_id.int:032x}", timeuuid.format_ticks(ticks)
             messages.append(NewMessage(message_id, partition, m.body, m.content_type, m.ttl,
@@ -237,14 +282,47 @@ class Queuey:
         return await self._owned_queue(principal, application, queue_name,
                                        fresh=not self.store.rechecks_queue_on_write)
 
+    def _new_ids(self, posted: PostedMessages) -> list[tuple[uuid.UUID, int]]:
+        """One id per message and its time in ticks, dated when it becomes visible: now, or
+        ``delay`` seconds on.
+
+        Delayed messages of one batch due at the same time are dated one tick
+        (100 ns) apart, so that they keep the batch's order.  A batch without
+        delays (the usual one) gets its ids in one go.
+        """
+        if not any(message.delay for message in posted.messages):
+            return self._ids.next_many(len(posted.messages))
+        now = self._now_ticks()
+        last: dict[int, int] = {}
+        ids = []
+        for message in posted.messages:
+            if not message.delay:
+                ids.append(self._ids.next_with_ticks())
+                continue
+            due = now + message.delay * timeuuid.TICKS_PER_SECOND
+            ticks = last[due] = max(due, last.get(due, due - 1) + 1)
+            ids.append((self._later_ids.at(ticks), ticks))
+        return ids
+
     async def _store_messages(self, queue: QueueSettings, messages: Sequence[NewMessage]) -> None:
+        """Store, then wake the readers of the partitions that got a visible message; a delayed
+        message wakes them when its time comes."""
         try:
             await self.store.put_messages(queue, messages)
         except QueueMissing:
             self._forget_queue(queue.application, queue.queue_name)
             raise
         self.metrics.messages_posted.inc(len(messages))
-        self.hub.notify(queue.application, queue.queue_name, {m.partition for m in messages})
+        now = self._ids.now_ticks()
+        visible = set()
+        for message in messages:
+            ticks = timeuuid.ticks_from_uuid(message.id)
+            if ticks <= now:
+                visible.add(message.partition)
+            else:
+                self.visibility.schedule(queue.application, queue.queue_name, message.partition, ticks)
+        if visible:
+            self.hub.notify(queue.application, queue.queue_name, visible)
 
     def _range(self, queue: QueueSettings, query: ReadQuery, max_bytes: int) -> MessageRange:
         """The ids a read may see: from its cursor up to now (less the read delay), never later."""
@@ -263,23 +341,70 @@ class Queuey:
         return MessageRange(lower, inclusive, timeuuid.highest_uuid_at(upper_ticks), query.limit,
                             query.descending, max_bytes)
 
-    async def _read_once(self, queue: QueueSettings, query: ReadQuery) -> Page:
-        """One read of every partition asked, each within its share of the budget."""
-        budget = self.config.max_response_bytes
+    async def _read_once(self, queue: QueueSettings, query: ReadQuery,
+                         positions: Mapping[int, uuid.UUID] | None = None, budget: int | None = None) -> Page:
+        """One read of every partition asked, each within its share of the budget; a partition
+        with a position in ``positions`` is read strictly after it (a stream's cursor)."""
+        budget = budget or self.config.max_response_bytes
         share = max(budget // len(query.partitions), self.config.max_message_bytes)
         wanted = self._range(queue, query, share)
-        groups = await self.store.read_rendered(queue, query.partitions, wanted)
+        if not positions:  # one store call for every partition
+            groups = await self.store.read_rendered(queue, query.partitions, wanted)
+        else:
+            groups = [group for (group,) in await gather([
+                self.store.read_rendered(queue, (p,), _after(wanted, positions[p]) if p in positions else wanted)
+                for p in query.partitions])]
         return cut_page(query.partitions, groups, query.limit, share, budget)
 
-    def _read_after_wake(self, queue: QueueSettings, query: ReadQuery) -> defer.Deferred[Page]:
-        """The read of a woken long-poll, shared by every woken read that asks for the same page.
+    def _read_shared(self, queue: QueueSettings, query: ReadQuery,
+                     positions: Mapping[int, uuid.UUID] | None = None, budget: int | None = None) -> defer.Deferred[Page]:
+        """The read of a woken long-poll or stream, shared by every woken read that asks for the same page.
 
         The key holds the hub's generation, which each wake-up moves on: a read
         joins only reads started after what woke it, so it never misses that.
         """
         key = (queue.application, queue.queue_name, queue.created, query.partitions, query.since_ticks,
-               query.since_id, query.after_id, query.limit, query.descending, self.hub.generation)
-        return self._shared_reads.call(key, lambda: defer.ensureDeferred(self._read_once(queue, query)))
+               query.since_id, query.after_id, query.limit, query.descending,
+               tuple(sorted((positions or {}).items())), budget, self.hub.generation)
+        return self._shared_reads.call(key, lambda: defer.ensureDeferred(
+            self._read_once(queue, query, positions, budget)))
+
+    async def read_after(self, queue: QueueSettings, query: ReadQuery, positions: Mapping[int, uuid.UUID],
+                         budget: int, woken: bool = False) -> Page:
+        """What a stream reads next: ``query``'s partitions after their ``positions`` (or from the
+        query's own bound), within ``budget`` body bytes, up to now less the read delay.  ``woken``
+        (a wake-up just ended its wait): shared with the streams at the same place."""
+        read = self._read_shared if woken and not self._read_delay(queue) else self._read_once
+        page = await read(queue, query, positions, budget)
+        self.metrics.messages_read.inc(len(page.messages))
+        return page
+
+    def _read_delay(self, queue: QueueSettings) -> float:
+        return self.config.delays.get(queue.consistency, 0.0)
+
+    async def followable(self, principal: str | None, application: str, queue_name: str,
+                         query: ReadQuery) -> tuple[QueueSettings, ReadQuery]:
+        """The queue and query of a stream, checked like a range read's (a stream reads forward)."""
+        queue = await self._consumable_queue(principal, application, queue_name, reading=True)
+        errors = {}
+        if query.descending:
+            errors["order"] = "A stream reads in ascending order."
+        if query.wait:
+            errors["wait"] = "A stream waits by itself; it takes no wait."
+        if errors:
+            raise InvalidParameters(errors)
+        return queue, query.for_partitions(queue.partitions)
+
+    async def wait_for_messages(self, queue: QueueSettings, partitions: tuple[int, ...], looked_at: int,
+                                timeout: float) -> bool:
+        """True once a message may have arrived on ``partitions`` since ``looked_at`` (ticks) and
+        is old enough for the queue's read delay; False when ``timeout`` passes first."""
+        deadline = self.clock.seconds() + timeout
+        arrived = await self.hub.wait(queue, partitions, looked_at, timeout)
+        delay = self._read_delay(queue)
+        if arrived and delay:  # the new message becomes readable only after the read delay
+            await task.deferLater(self.clock, min(delay, max(deadline - self.clock.seconds(), 0)))
+        return arrived
 
     async def read_messages(self, principal: str | None, application: str, queue_name: str,
                             query: ReadQuery) -> Result:
@@ -293,15 +418,12 @@ class Queuey:
             remaining = deadline - self.clock.seconds()
             if remaining <= 0:
                 break
-            arrived = await self.hub.wait(queue, query.partitions, looked_at, remaining)
-            if not arrived:  # time is up: one last look
-                page = await self._read_once(queue, query)
+            if not await self.wait_for_messages(queue, query.partitions, looked_at, remaining):
+                page = await self._read_once(queue, query)  # time is up: one last look
                 break
-            delay = self.config.delays.get(queue.consistency, 0.0)
-            if delay:  # the new message becomes readable only after the read delay
-                await task.deferLater(self.clock, min(delay, max(deadline - self.clock.seconds(), 0)))
             looked_at = self._now_ticks()
-            page = await (self._read_once(queue, query) if delay else self._read_after_wake(queue, query))
+            page = await (self._read_once(queue, query) if self._read_delay(queue)
+                          else self._read_shared(queue, query))
         self.metrics.messages_read.inc(len(page.messages))
         result: Result = {"status": "ok", "messages": page.encoded()}
         if page.truncated:

@@ -9,6 +9,7 @@ become numbers and message references.  What a value must be is
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -16,8 +17,11 @@ import orjson
 
 from queuey import validation
 from queuey.errors import InvalidParameters
+from queuey.following import parse_cursor
 from queuey.interfaces import MessageRef
-from queuey.validation import ListQuery, MessageInput, PostedMessages, QueueParameters, ReadQuery
+from queuey.signing import SIGNABLE_METHODS
+from queuey.validation import (ListQuery, MessageInput, PostedMessages, QueueParameters, ReadQuery,
+                               SigningRequest)
 
 JSON_TYPE = "application/json"
 #: Fields of one query string or form body; every API call needs far fewer.
@@ -79,6 +83,10 @@ def queue_parameters(content_type: bytes | None, body: bytes, creating: bool) ->
     return validation.parse_queue_parameters(body_params(content_type, body), creating)
 
 
+def signing_request(content_type: bytes | None, body: bytes, max_expiry: int) -> SigningRequest:
+    return validation.parse_signing_request(body_params(content_type, body), max_expiry, SIGNABLE_METHODS)
+
+
 def list_query(uri: bytes) -> ListQuery:
     return validation.parse_list_query(query_params(uri))
 
@@ -87,23 +95,34 @@ def read_query(uri: bytes) -> ReadQuery:
     return validation.parse_read_query(query_params(uri))
 
 
+def stream_cursor(last_event_id: bytes | None) -> dict[int, uuid.UUID]:
+    """A ``Last-Event-ID`` header's positions (none without one)."""
+    if not last_event_id or not last_event_id.strip():
+        return {}
+    return parse_cursor(last_event_id.decode("latin-1"))
+
+
 def _header_text(value: bytes | None) -> str | None:
     return None if value is None else value.decode("latin-1")
 
 
 def posted_messages(content_type: bytes | None, body: bytes, ttl: bytes | None,
-                    partition: bytes | None) -> PostedMessages:
+                    partition: bytes | None, delay: bytes | None = None) -> PostedMessages:
     """A JSON batch (``Content-Type: application/json``), or the body as one message."""
     if media_type(content_type) == JSON_TYPE:
+        if delay is not None:
+            raise InvalidParameters({"delay": 'X-Delay is for a single message; give each message of a batch '
+                                              'its own "delay".'})
         batch = validation.parse_batch(_json(body, "A batch"), validation.MAX_PARTITIONS)
         return PostedMessages(batch, batch=True)
-    return PostedMessages((single_message(content_type, body, ttl, partition),), batch=False)
+    return PostedMessages((single_message(content_type, body, ttl, partition, delay),), batch=False)
 
 
 def single_message(content_type: bytes | None, body: bytes, ttl: bytes | None,
-                   partition: bytes | None = None) -> MessageInput:
+                   partition: bytes | None = None, delay: bytes | None = None) -> MessageInput:
     return validation.parse_single_message(body, _header_text(content_type), _header_text(ttl),
-                                           _header_text(partition), validation.MAX_PARTITIONS)
+                                           _header_text(partition), validation.MAX_PARTITIONS,
+                                           _header_text(delay))
 
 
 def message_refs(ids: str) -> tuple[MessageRef, ...]:

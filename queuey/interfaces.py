@@ -8,6 +8,8 @@ from typing import NamedTuple, Sequence
 
 from zope.interface import Attribute, Interface
 
+from queuey import timeuuid
+
 QUEUE_TYPES = ("user", "public")
 CONSISTENCY_LEVELS = ("weak", "strong", "very_strong")
 
@@ -28,7 +30,11 @@ class QueueSettings:
 class NewMessage(NamedTuple):
     """A message to store (or to replace, when its id exists); ``rendered`` is its JSON
     object (:mod:`queuey.rendering`) when the caller made it already.  A tuple: posts make
-    one per message, and a frozen dataclass costs several times more to make."""
+    one per message, and a frozen dataclass costs several times more to make.
+
+    Its id's time is when it becomes visible: a delayed message is dated ahead
+    of now.  Its ``ttl`` counts from then (or from now, for an id in the past).
+    """
 
     id: uuid.UUID
     partition: int
@@ -36,6 +42,11 @@ class NewMessage(NamedTuple):
     content_type: str
     ttl: int
     rendered: bytes | None = None
+
+    def lifetime(self, now: float) -> float:
+        """Seconds from ``now`` (Unix seconds) until it expires: its delay, then its TTL."""
+        visible = timeuuid.ticks_from_uuid(self.id) / timeuuid.TICKS_PER_SECOND
+        return max(visible - now, 0.0) + self.ttl
 
 
 @dataclass(frozen=True)
@@ -138,8 +149,10 @@ class IMessageStore(Interface):
     def delete_messages(queue: QueueSettings, refs: Sequence[MessageRef]):
         """Remove the named messages; fire with None."""
 
-    def newest_message_ids(queue: QueueSettings, partitions: Sequence[int]):
-        """Fire with {partition: newest message id} for the non-empty partitions.
+    def newest_message_ids(queue: QueueSettings, partitions: Sequence[int], upto: uuid.UUID | None = None):
+        """Fire with {partition: newest message id} for the partitions that have one;
+        with ``upto``, the newest at or before it (in the store's id order).
 
-        Long-poll uses it to notice messages posted through other processes.
+        Long-poll uses it, up to now, to notice messages posted through other
+        processes, and delayed messages that became visible.
         """

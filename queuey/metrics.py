@@ -34,6 +34,13 @@ class Metrics:
         self.body_bytes_held = Gauge("queuey_body_bytes_held", "Request body bytes held in memory.",
                                      registry=self.registry)
         self._answered: dict[tuple[str, str, int], tuple[Any, Any]] = {}
+        self.streams_open = Gauge("queuey_streams_open", "Event streams (text/event-stream) open.",
+                                  registry=self.registry)
+        self.stream_events = Counter("queuey_stream_events", "Messages sent as events on streams.",
+                                     registry=self.registry)
+        self.streams_cut = Counter("queuey_streams_cut",
+                                   "Streams closed because their client fell too far behind.",
+                                   registry=self.registry)
         self.held_longpolls = Gauge("queuey_longpolls_held", "Range reads held open waiting for messages.",
                                     registry=self.registry)
 
@@ -47,6 +54,9 @@ class Metrics:
                                              self.latency.labels(route))
         counted[0].inc()
         counted[1].observe(seconds)
+
+    def watch_streams(self, count: Callable[[], int]) -> None:
+        self.streams_open.set_function(count)
 
     def watch_held(self, count: Callable[[], int]) -> None:
         self.held_longpolls.set_function(count)

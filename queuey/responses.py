@@ -84,14 +84,16 @@ def error_body(error: QueueyError) -> bytes:
     return orjson.dumps({"status": "error", "error_msg": error.errors})
 
 
-def raw_error_response(error: QueueyError) -> bytes:
+def raw_error_response(error: QueueyError, extra: dict[bytes, bytes] | None = None) -> bytes:
     """A whole HTTP/1.1 response for ``error`` that closes the connection, for the channel
-    to send where no request object answers (refused heads, malformed requests)."""
+    to send where no request object answers (refused heads, malformed requests); ``extra``
+    headers (CORS) go along."""
     status = status_of(error)
     body = error_body(error)
     lines = [b"HTTP/1.1 %d %s" % (status, RESPONSES.get(status, b"Error")),
              b"Content-Type: " + JSON, b"Content-Length: %d" % len(body), b"Connection: close"]
     lines.extend(name + b": " + value for name, value in headers_of(error).items())
+    lines.extend(name + b": " + value for name, value in (extra or {}).items())
     return b"\r\n".join(lines) + b"\r\n\r\n" + body
 
 

@@ -18,15 +18,12 @@ from queuey import workers as workers_module
 from queuey.app import QueueyApp
 from queuey.channel import QueueySite
 from queuey.connections import connection_cap
-from queuey.config import Config, ConfigError, development_config, load_config
+from queuey.config import DEFAULT_PORT, Config, ConfigError, describe_problems, development_config, load_config
 from queuey.core import Queuey
 from queuey.storage import make_store
+from queuey.streams import Streams
 
 log = Logger()
-#: A listen backlog of 4096 (Twisted's default is 50) lets a burst of connects wait in the
-#: kernel instead of being retried by the clients a second later.  Linux caps it at
-#: net.core.somaxconn.  Give ``backlog=N`` in --port to choose another.
-DEFAULT_PORT = "tcp:5000:interface=127.0.0.1:backlog=4096"
 
 
 class Options(usage.Options):
@@ -45,20 +42,17 @@ class Options(usage.Options):
     def postOptions(self) -> None:
         if not 1 <= self["workers"] <= 64:
             raise usage.UsageError("--workers must be from 1 to 64")
-        try:
-            self.config = load_config(self["config"]) if self["config"] else development_config()
-        except ConfigError as e:
-            sys.stderr.write(f"twistd queuey: bad configuration: {e}\n")
-            raise SystemExit(2) from None
+        self.config = configuration(self["config"], "twistd queuey")
 
 
 class QueueyService(service.MultiService):
     """Opens the store, then starts listening; at shutdown stops listening, then closes it."""
 
-    def __init__(self, core: Queuey, reactor: Any) -> None:
+    def __init__(self, core: Queuey, reactor: Any, streams: Streams | None = None) -> None:
         super().__init__()
         self.core = core
         self._reactor = reactor
+        self._streams = streams
 
     def privilegedStartService(self) -> None:
         """Listen only after the store is open (in startService), not before."""
@@ -82,7 +76,9 @@ class QueueyService(service.MultiService):
 
     @defer.inlineCallbacks
     def stopService(self) -> Any:
-        self.core.hub.stop()
+        if self._streams is not None:  # before the hub stops: they end instead of waiting again
+            yield self._streams.close_all()
+        self.core.stop()
         yield super().stopService()
         yield self.core.store.close()
 
@@ -143,6 +139,16 @@ class InheritedPortService(ListeningService):
         return port
 
 
+def configuration(path: str | None, program: str) -> Config:
+    """The configuration at ``path`` (the development one without); on a bad file, every problem
+    on stderr, one line each, and exit 2."""
+    try:
+        return load_config(path) if path else development_config()
+    except ConfigError as e:
+        sys.stderr.write(describe_problems(program, e))
+        raise SystemExit(2) from None
+
+
 def make_service(config: Config, port: str, reactor: Any, workers: int = 1, listen_fd: int | None = None,
                  worker_index: int = 0, worker_bus: str | None = None,
                  worker_arguments: Sequence[str] = ()) -> service.MultiService:
@@ -158,8 +164,9 @@ def make_service(config: Config, port: str, reactor: Any, workers: int = 1, list
         log.warn("[limits] max_connections = {configured} does not fit the open-file limit ({files}); "
                  "serving at most {cap} connections at once", configured=config.max_connections,
                  files=file_limit, cap=cap)
-    site = QueueyApp(core, worker_index).site(reactor, max_connections=cap)
-    top = QueueyService(core, reactor)
+    app = QueueyApp(core, worker_index)
+    site = app.site(reactor, max_connections=cap)
+    top = QueueyService(core, reactor, app.streams)
     listener = ListeningService(port, site, reactor) if listen_fd is None else InheritedPortService(
         listen_fd, site, reactor)
     if workers > 1:
@@ -176,15 +183,18 @@ def makeService(options: Options) -> service.MultiService:
         (app, keys), = config.application_keys.items()
         log.warn("No --config given: running the DEVELOPMENT configuration: application {app!r}, "
                  "key {key!r} (send 'Authorization: Application {key}'), SQLite at {path}. "
-                 "Do not use it in production.", app=app, key=keys[0], path=config.storage["path"])
+                 "Do not use it in production.", app=app, key=keys[0], path=getattr(config.storage, "path", ""))
     else:
         log.info("Configuration from {path}: {backend} backend, applications {apps}",
                  path=options["config"], backend=config.backend, apps=", ".join(config.application_keys))
-    arguments = ["--config", os.path.abspath(options["config"])] if options["config"] else []
+    for warning in config.warnings:
+        log.warn("{path}: {warning}", path=options["config"], warning=warning)
     try:
-        return make_service(config, options["port"], reactor, workers=options["workers"],
-                            listen_fd=options["listen-fd"], worker_index=options["worker-index"],
-                            worker_bus=options["worker-bus"], worker_arguments=arguments)
-    except ConfigError as e:
-        sys.stderr.write(f"twistd queuey: bad configuration: {e}\n")
+        endpoints.serverFromString(reactor, options["port"])
+    except ValueError as e:
+        sys.stderr.write(f"twistd queuey: --port {options['port']!r} is not an endpoint string: {e}\n")
         raise SystemExit(2) from None
+    arguments = ["--config", os.path.abspath(options["config"])] if options["config"] else []
+    return make_service(config, options["port"], reactor, workers=options["workers"],
+                        listen_fd=options["listen-fd"], worker_index=options["worker-index"],
+                        worker_bus=options["worker-bus"], worker_arguments=arguments)

@@ -22,6 +22,8 @@ T = TypeVar("T")
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9_-]{1,50}$")
 MAX_PARTITIONS = 200
 MAX_TTL = 2 ** 25
+#: The longest delay any configuration allows (10 years); [limits] max_delay is checked by the core.
+MAX_DELAY = 10 * 365 * 86400
 DEFAULT_TTL = 259200
 MAX_BATCH = 1000
 MAX_LIMIT = 1000
@@ -92,6 +94,10 @@ def parse_choice(text: Any, choices: tuple[str, ...]) -> str:
 
 def parse_ttl(text: Any) -> int:
     return parse_int(text, 1, MAX_TTL, "a number of seconds")
+
+
+def parse_delay(text: Any) -> int:
+    return parse_int(text, 0, MAX_DELAY, "a number of seconds")
 
 
 def parse_partition(text: Any, partitions: int) -> int:
@@ -274,13 +280,14 @@ def parse_message_refs(text: str) -> tuple[MessageRef, ...]:
 
 
 class MessageInput(NamedTuple):
-    """One message to post, checked; ``partition`` None means 'pick one'.  (A tuple, as
-    NewMessage: a batch makes one per message.)"""
+    """One message to post, checked; ``partition`` None means 'pick one'; ``delay`` seconds
+    until it becomes visible.  (A tuple, as NewMessage: a batch makes one per message.)"""
 
     body: bytes
     content_type: str
     ttl: int
     partition: int | None
+    delay: int = 0
 
 
 @dataclass(frozen=True)
@@ -292,8 +299,8 @@ class PostedMessages:
 
 
 def parse_single_message(body: bytes, content_type: str | None, ttl: str | None,
-                         partition: str | None, partitions: int) -> MessageInput:
-    """A message posted as the whole request body, with X-TTL and X-Partition headers."""
+                         partition: str | None, partitions: int, delay: str | None = None) -> MessageInput:
+    """A message posted as the whole request body, with X-TTL, X-Partition and X-Delay headers."""
     collect = _Collector()
     if not body:
         collect.errors["body"] = "The message body is empty."
@@ -302,12 +309,14 @@ def parse_single_message(body: bytes, content_type: str | None, ttl: str | None,
     checked_ttl = DEFAULT_TTL if ttl is None else collect.run("ttl", lambda: parse_ttl(ttl))
     checked_partition = None if partition is None else collect.run(
         "partition", lambda: parse_partition(partition, partitions))
+    checked_delay = 0 if delay is None else collect.run("delay", lambda: parse_delay(delay))
     collect.raise_if_any()
-    return MessageInput(body, checked_type or SINGLE_CONTENT_TYPE, checked_ttl or DEFAULT_TTL, checked_partition)
+    return MessageInput(body, checked_type or SINGLE_CONTENT_TYPE, checked_ttl or DEFAULT_TTL, checked_partition,
+                        checked_delay or 0)
 
 
 def parse_batch(document: Any, partitions: int) -> tuple[MessageInput, ...]:
-    """``{"messages": [{"body", "ttl"?, "partition"?, "content_type"?}, ...]}``, checked whole."""
+    """``{"messages": [{"body", "ttl"?, "partition"?, "content_type"?, "delay"?}, ...]}``, checked whole."""
     if not isinstance(document, dict) or not isinstance(document.get("messages"), list):
         raise InvalidParameters({"messages": 'Must be a JSON object {"messages": [...]}.'})
     entries = document["messages"]
@@ -323,7 +332,7 @@ def parse_batch(document: Any, partitions: int) -> tuple[MessageInput, ...]:
             collect.errors[str(index)] = "Each message must be a JSON object with a body."
             continue
         for name in entry:
-            if name not in ("body", "ttl", "partition", "content_type"):
+            if name not in ("body", "ttl", "partition", "content_type", "delay"):
                 collect.errors[f"{index}.{name}"] = "Unknown field."
         body = entry.get("body")
         if not isinstance(body, str) or not body:
@@ -334,7 +343,41 @@ def parse_batch(document: Any, partitions: int) -> tuple[MessageInput, ...]:
         ttl = collect.run(f"{index}.ttl", lambda: parse_ttl(entry["ttl"])) if "ttl" in entry else DEFAULT_TTL
         partition = (collect.run(f"{index}.partition", lambda: parse_partition(entry["partition"], partitions))
                      if "partition" in entry else None)
+        delay = collect.run(f"{index}.delay", lambda: parse_delay(entry["delay"])) if "delay" in entry else 0
         checked.append(MessageInput(body.encode("utf-8"), content_type or DEFAULT_CONTENT_TYPE,
-                                    ttl or DEFAULT_TTL, partition))
+                                    ttl or DEFAULT_TTL, partition, delay or 0))
     collect.raise_if_any()
     return tuple(checked)
+
+
+@dataclass(frozen=True)
+class SigningRequest:
+    """What a signed URL should grant: ``methods`` (of GET, POST), for ``expires_in`` seconds."""
+
+    methods: tuple[str, ...]
+    expires_in: int
+
+
+def parse_signing_request(params: Params, max_expiry: int, signable: tuple[str, ...]) -> SigningRequest:
+    """``methods`` (a comma list or a JSON list, default GET) and ``expires_in`` (1 to ``max_expiry``,
+    default 3600 or ``max_expiry`` when shorter)."""
+    collect = _Collector()
+    for name in params:
+        if name not in ("methods", "expires_in"):
+            collect.errors[name] = "Unknown parameter."
+
+    def methods() -> tuple[str, ...]:
+        raw = params.get("methods", "GET")
+        items = raw if isinstance(raw, list) else str(raw).split(",") if isinstance(raw, str) else None
+        if items is None or not items or len(items) > len(signable):
+            raise ValueError(f"Must be a comma list of {', '.join(signable)}.")
+        chosen = [str(item).strip().upper() for item in items]
+        if any(item not in signable for item in chosen):
+            raise ValueError(f"Must be a comma list of {', '.join(signable)}, not {raw!r}.")
+        return tuple(dict.fromkeys(chosen))
+
+    chosen = collect.run("methods", methods)
+    expires_in = collect.run("expires_in", lambda: parse_int(params.get("expires_in", min(3600, max_expiry)),
+                                                             1, max_expiry, "a number of seconds"))
+    collect.raise_if_any()
+    return SigningRequest(chosen or ("GET",), expires_in or 1)

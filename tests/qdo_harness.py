@@ -26,6 +26,8 @@ from tests.processes import start_queuey
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BIN = os.path.dirname(sys.executable)
 APP, KEY = "a", "key"
+#: Another application of the test server, which may read the queues of APP that list it.
+PRINCIPAL, PRINCIPAL_KEY = "reader", "reader-key"
 
 
 def ids(n: int) -> list[str]:
@@ -141,7 +143,8 @@ class Queuey:
         """Start one; ``test`` (a TestCase, or :class:`Cleanups`) kills it with -9 at the end if it still runs."""
         ini = os.path.join(directory, "queuey.ini")
         with open(ini, "w") as handle:
-            handle.write(f"[application_keys]\n{APP} = {KEY}\n\n[storage]\nbackend = sqlite\n"
+            handle.write(f"[application_keys]\n{APP} = {KEY}\n{PRINCIPAL} = {PRINCIPAL_KEY}\n\n"
+                         "[storage]\nbackend = sqlite\n"
                          f"path = {os.path.join(directory, 'q.sqlite')}\n\n[longpoll]\npoll_interval = 0.2\n")
         queuey = cls(directory, await start_queuey(test, ini))
         await wait_for(queuey.client.heartbeat, 30, "queuey to serve")
@@ -163,6 +166,7 @@ policy = {policy}
 discover_interval = {discover_interval}
 offsets_file = {offsets_file}
 {ids}
+{queues}
 
 [queuey]
 connection = {queuey}
@@ -182,9 +186,10 @@ class Worker:
 
     def __init__(self, directory: str, name: str, queuey: str, zookeeper: str, *, policy: str = "automatic",
                  session_timeout: float = 20, party_wait: float = 0.5, long_poll: int = 0,
-                 discover_interval: float = 1.0, job_seconds: float = 0.01, ids: str = "",
-                 settings: dict[str, Any] | None = None) -> None:
-        """``settings``: more (or other) ``[qdo-worker]`` keys. Sessions are long (20 s) unless a test
+                 discover_interval: float = 1.0, job_seconds: float = 0.01, ids: str = "", queues: str = "",
+                 key: str = KEY, settings: dict[str, Any] | None = None) -> None:
+        """``settings``: more (or other) ``[qdo-worker]`` keys; ``queues``: ``[partitions] queues``;
+        ``key``: the worker's application key. Sessions are long (20 s) unless a test
         studies their expiry: a loaded machine must not lose one by accident."""
         self.name = name
         self.directory = directory
@@ -193,9 +198,10 @@ class Worker:
         self.log_path = os.path.join(directory, f"{name}.log")
         with open(self.conf, "w") as handle:
             handle.write(WORKER_CONF.format(
-                policy=policy, queuey=queuey, key=KEY, zookeeper=zookeeper, party_wait=party_wait,
+                policy=policy, queuey=queuey, key=key, zookeeper=zookeeper, party_wait=party_wait,
                 session_timeout=session_timeout, long_poll=long_poll, discover_interval=discover_interval,
                 offsets_file=os.path.join(directory, f"offsets-{name}.json"), ids=f"ids = {ids}" if ids else "",
+                queues=f"queues = {queues}" if queues else "",
                 worker="\n".join(f"{k} = {v}" for k, v in {
                     "job": "tests.qdo_journal:journal_job", "name": name, "wait_interval": 0.2,
                     "max_wait_interval": 0.5, "long_poll": long_poll, "concurrency": 4, "lag_interval": 5,
@@ -316,11 +322,13 @@ class OffsetSampler:
 
 
 class TCPProxy(protocol.Factory):
-    """A loopback TCP relay that a test can cut (every connection dropped, new ones refused) and restore."""
+    """A loopback TCP relay that a test can cut (every connection dropped, new ones refused) and restore;
+    ``sent`` counts the bytes its clients sent."""
 
     def __init__(self, target_port: int) -> None:
         self.target_port = target_port
         self.cut_off = False
+        self.sent = 0
         self.connections: set[Any] = set()
         self.port = reactor.listenTCP(0, self, interface="127.0.0.1")
         self.address = f"127.0.0.1:{self.port.getHost().port}"
@@ -379,6 +387,7 @@ class _Inbound(protocol.Protocol):
     def dataReceived(self, data: bytes) -> None:
         if self.proxy.cut_off:
             return
+        self.proxy.sent += len(data)
         if self.outbound is None:
             self.buffer.append(data)
         else:

@@ -52,6 +52,18 @@ class Run:
     end: float | None = None
 
 
+class CountedHTTP:
+    """The in-memory Queuey's treq, counting the requests sent (method, URL) for tests to check."""
+
+    def __init__(self, http: Any) -> None:
+        self.http = http
+        self.sent: list[tuple[str, str]] = []
+
+    def request(self, method: str, url: str, **kwargs: Any) -> defer.Deferred[Any]:
+        self.sent.append((method, url))
+        return self.http.request(method, url, **kwargs)
+
+
 class World:
     """A clock, a ZooKeeper and a Queuey in memory, and the workers a test starts."""
 
@@ -60,8 +72,9 @@ class World:
         self.clock.advance(1_700_000_000)
         self.zookeeper = FakeZooKeeperServer(self.clock)
         self.memory = MemoryQueuey(clock=self.clock)
+        self.http = CountedHTTP(self.memory.treq)
         self.client = QueueyClient(self.memory.url("/v1/queuey"), "queuey-key", reactor=self.clock,
-                                   http=self.memory.treq)
+                                   http=self.http)
         self.job_seconds = job_seconds
         self.runs: list[Run] = []
         self.workers: dict[str, ZooKeeperCoordinator] = {}

@@ -19,6 +19,7 @@ from twisted.internet.task import Clock
 from twisted.trial.unittest import SkipTest
 from twisted.web.client import Agent, HTTPConnectionPool
 
+import tests.test_delayed as delayed_tests
 import tests.test_http as http_tests
 from queuey.app import QueueyApp
 from queuey.config import Config
@@ -93,7 +94,7 @@ class CassandraQueuey:
     @defer.inlineCallbacks
     def close(self) -> Any:
         yield self.opened
-        self.core.hub.stop()
+        self.core.stop()
         if self.port is not None:
             yield self.port.stopListening()
         yield self.store.close()
@@ -160,3 +161,9 @@ class CassandraRoutingAndOperationsTests(http_tests.RoutingAndOperationsTests, C
     pass
 
 
+class CassandraQueueInfoTests(http_tests.QueueInfoTests, CassandraHTTPCase):
+    pass
+
+
+class CassandraDelayTests(delayed_tests.DelayTests, CassandraHTTPCase):
+    pass

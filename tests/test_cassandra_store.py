@@ -28,9 +28,10 @@ KEYSPACE = "queuey_test"
 
 def cassandra_settings(**storage: str) -> Any:
     """CassandraSettings for the test Cassandra (skips, or fails under CI, without one)."""
-    from queuey.storage.cassandra import CassandraSettings
-    return CassandraSettings.parse({"hosts": require(CASSANDRA, "Cassandra"), "keyspace": KEYSPACE,
-                                    "connect_timeout": "5", "request_timeout": "10", **storage})
+    keys = {"hosts": require(CASSANDRA, "Cassandra"), "keyspace": KEYSPACE, "connect_timeout": "5",
+            "request_timeout": "10", **storage}
+    lines = "".join(f"{key} = {value}\n" for key, value in keys.items())
+    return parse_config(f"[application_keys]\na = k\n[storage]\nbackend = cassandra\n{lines}").storage
 
 
 def real_ticks() -> int:
@@ -401,8 +402,20 @@ class ConfigTests(unittest.TestCase):
                           ("request_timeout = nan", "request_timeout"),
                           ("max_in_flight = 0", "max_in_flight"), ("bucket_seconds = 5", "bucket_seconds")]:
             with self.subTest(line=line):
-                error = self.assertRaises(ConfigError, make_store, self.config(line + "\n"), reactor)
+                error = self.assertRaises(ConfigError, self.config, line + "\n")
                 self.assertIn(f"[storage] {key}:", str(error))
+
+    def test_every_mistake_at_once(self) -> None:
+        error = self.assertRaises(ConfigError, self.config, "hosts = a:b\nkeyspace = 1bad\nmulti_dc = maybe\n"
+                                                            "username = u\nmax_in_flight = 0\n")
+        self.assertEqual([problem.split(":")[0] for problem in error.problems],
+                         ["[storage] hosts", "[storage] keyspace", "[storage] multi_dc", "[storage] max_in_flight",
+                          "[storage] password"])
+
+    def test_keys_of_the_other_backend_are_warned_about(self) -> None:
+        config = self.config("path = x.sqlite\nhost = 10.0.0.1\n")
+        self.assertEqual(config.warnings, ("[storage] path: unknown setting, ignored",
+                                           "[storage] host: unknown setting, ignored"))
 
     def test_schema_cql(self) -> None:
         from queuey.storage.cassandra import schema_cql

@@ -13,13 +13,15 @@ import os
 import uuid
 from typing import Any
 
-from twisted.internet import defer
+from twisted.internet import defer, reactor
 from twisted.trial.unittest import TestCase
 
 from qdo.assign import Partition, minimal_moves
 from qdo.offsets import id_key
+from queuey.client import Forbidden, QueueyClient
 from tests.services import ZOOKEEPER, require
-from tests.qdo_harness import (Group, OffsetSampler, Queuey, TCPProxy, Worker, post_spread, wait_for)
+from tests.qdo_harness import (APP, PRINCIPAL, PRINCIPAL_KEY, Group, OffsetSampler, Queuey, TCPProxy, Worker,
+                               post_spread, wait_for)
 from tests.qdo_journal import done_ids, order_violations, overlaps, read_journals
 
 
@@ -45,8 +47,9 @@ class Scenario(TestCase):
     def setUp(self) -> defer.Deferred[None]:
         return defer.ensureDeferred(self._setUp())
 
-    def worker(self, name: str, zookeeper: str | None = None, **kwargs: Any) -> Worker:
-        worker = Worker(self.directory, name, self.queuey.url, f"{zookeeper or self.zookeeper}{self.root}", **kwargs)
+    def worker(self, name: str, zookeeper: str | None = None, queuey: str | None = None, **kwargs: Any) -> Worker:
+        worker = Worker(self.directory, name, queuey or self.queuey.url, f"{zookeeper or self.zookeeper}{self.root}",
+                        **kwargs)
         self.workers.append(worker)
 
         async def stop() -> None:
@@ -239,6 +242,35 @@ class DiscoveryTests(Scenario):
         return defer.ensureDeferred(self._test())
 
 
+class PrincipalTests(Scenario):
+    """Workers holding only a principal's key consume another application's partitioned queue that lists
+    that principal: the queue's partitions come from the reader's info request, not from listing."""
+
+    async def _test(self) -> None:
+        reader = QueueyClient(self.queuey.url, PRINCIPAL_KEY, reactor=reactor, retries=1)
+        self.addCleanup(reader.close)
+        await self.client.create_queue("jobs", partitions=3, principles=[f"app:{PRINCIPAL}"])
+        with self.assertRaises(Forbidden):  # the principal may not list the owner's queues
+            await reader.all_queues()
+        a = self.worker("a", queues="jobs", key=PRINCIPAL_KEY, discover_interval=0.5)
+        b = self.worker("b", queues="jobs", key=PRINCIPAL_KEY, discover_interval=0.5)
+        await self.at_rest([a, b], {"jobs-1", "jobs-2", "jobs-3"})
+        self.sampler.start()
+        await self.post("jobs", 3, 300, "before")
+        await self.client.update_queue("jobs", partitions=4)  # found by the leader's next discovery
+        await self.at_rest([a, b], {"jobs-1", "jobs-2", "jobs-3", "jobs-4"})
+        await self.post("jobs", 4, 200, "after")
+        await self.all_done()
+        self.check_journal()
+        self.client = reader  # the owner may no longer read the queue; its reader checks the offsets
+        await self.check_offsets()
+        for worker in (a, b):
+            self.assertNotIn("Could not list the queues", worker.log())
+
+    def test_principal_key_consumes_a_listed_queue(self) -> defer.Deferred[None]:
+        return defer.ensureDeferred(self._test())
+
+
 class ShutdownTests(Scenario):
 
     async def _test(self) -> None:
@@ -268,6 +300,30 @@ class ShutdownTests(Scenario):
         self.assertIn("handed over at offset", b.log())
 
     def test_sigterm_hands_over_and_exits_0(self) -> defer.Deferred[None]:
+        return defer.ensureDeferred(self._test())
+
+
+class StopDuringLongPollTests(Scenario):
+    """SIGTERM while every partition waits in a long poll: the worker lets the polls go and leaves at once
+    (it used to retry each cancelled poll, and so waited one more poll before exiting)."""
+
+    async def _test(self) -> None:
+        await self.client.create_queue("jobs", partitions=4)
+        await self.post("jobs", 4, 40, "x")
+        proxy = TCPProxy(int(self.queuey.process.base.rsplit(":", 1)[1]))  # sees what the worker sends
+        self.addCleanup(proxy.close)
+        a = self.worker("a", queuey=f"http://{proxy.address}/v1/{APP}", long_poll=30,
+                        ids="jobs-1 jobs-2 jobs-3 jobs-4")
+        await self.all_done()
+        await self.check_offsets()  # committed: each runner now waits in a 30 s poll of an empty partition
+        sent = proxy.sent
+        code = await a.stop()  # SIGTERM (SIGKILL after 30 s)
+        self.assertEqual(proxy.sent, sent, "a request to Queuey after SIGTERM (a cancelled poll retried?)")
+        self.assertEqual(code, 0)
+        self.assertEqual(a.log().count("handed over at offset"), 4)
+        self.check_journal()
+
+    def test_sigterm_lets_the_long_polls_go(self) -> defer.Deferred[None]:
         return defer.ensureDeferred(self._test())
 
 

@@ -316,6 +316,17 @@ class ClaimTests(SynchronousTestCase):
         done = [r.message_id for r in self.world.runs if r.end is not None]
         self.assertEqual(len(done), len(set(done)), "a clean hand-over commits: nothing twice")
 
+    def test_sigterm_during_long_polls_leaves_without_waiting_for_them(self) -> None:
+        posted = self.world.post("jobs", 6, 30)
+        a = self.world.worker("a", session_timeout=30, long_poll=20)
+        self.world.until(lambda: set(posted) <= self.world.done(), what="all processed")
+        self.world.advance(2)  # every runner now holds a long poll (20 s) on an empty partition
+        sent = len(self.world.http.sent)
+        stopped = defer.ensureDeferred(a.stop())
+        self.world.wait(stopped, limit=2.0)  # clock time: far less than a long poll
+        self.assertEqual(self.world.http.sent[sent:], [], "no request after the stop")
+        self.assertEqual(a.claims.held(), [])
+
 
 class OffsetTests(SynchronousTestCase):
     """Rule 4 and the batched commits."""

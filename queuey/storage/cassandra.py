@@ -26,9 +26,7 @@ from __future__ import annotations
 
 import collections
 import math
-import re
 import uuid
-from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from twisted.internet import defer, task, threads
@@ -47,7 +45,7 @@ from cassandra.protocol import ErrorMessage, OverloadedErrorMessage, ServerError
 from cassandra.query import BatchStatement, BatchType, PreparedStatement, dict_factory, tuple_factory
 
 from queuey import timeuuid
-from queuey.config import Config, ConfigError
+from queuey.config import CassandraSettings
 from queuey.errors import QueueExists, StorageUnavailable
 from queuey.interfaces import (IMessageStore, Message, MessageRange, MessageRef, NewMessage,
                                QueueSettings)
@@ -82,8 +80,6 @@ BUSY_PAUSE = 0.005
 #: gc_grace_seconds of the message tables: tombstones there only hide deleted
 #: messages, which expire by TTL anyway; 3 h is the default hint window.
 MESSAGE_GC_GRACE = 10800
-_KEYSPACE = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,47}$")
-_DC = re.compile(r"^[A-Za-z0-9_.-]+$")
 
 QUEUE_COLUMNS = "application, queue_name, partitions, type, consistency, principles, created"
 MESSAGE_KEY = "application = ? AND queue_name = ? AND incarnation = ? AND partition = ?"
@@ -117,119 +113,6 @@ def schema_cql(keyspace: str, replication: Mapping[str, Any]) -> list[str]:
         f"""CREATE TABLE IF NOT EXISTS {keyspace}.settings (
             name text PRIMARY KEY, value text)""",
     ]
-
-
-# -- configuration -------------------------------------------------------------
-
-@dataclass(frozen=True)
-class CassandraSettings:
-    """The ``[storage]`` keys of the Cassandra backend, checked."""
-
-    hosts: tuple[tuple[str, int], ...] = (("127.0.0.1", 9042),)
-    keyspace: str = "queuey"
-    replication: Mapping[str, Any] = field(
-        default_factory=lambda: {"class": "SimpleStrategy", "replication_factor": 1})
-    multi_dc: bool = False
-    create_schema: bool = True
-    username: str | None = None
-    password: str | None = None
-    local_dc: str | None = None
-    connect_timeout: float = 5.0
-    request_timeout: float = 10.0
-    max_in_flight: int = 256
-    bucket_seconds: int = 3600
-
-    @classmethod
-    def parse(cls, storage: Mapping[str, str]) -> "CassandraSettings":
-        """Check the raw ``[storage]`` mapping; every problem is a ConfigError naming its key."""
-        def error(key: str, message: str) -> ConfigError:
-            return ConfigError(f"[storage] {key}: {message}")
-
-        def boolean(key: str, default: bool) -> bool:
-            raw = storage.get(key, "").strip().lower()
-            if not raw:
-                return default
-            if raw in ("true", "yes", "on", "1"):
-                return True
-            if raw in ("false", "no", "off", "0"):
-                return False
-            raise error(key, f"{storage[key]!r} is not true or false")
-
-        def number(key: str, default: float, kind: type, low: float, high: float) -> Any:
-            raw = storage.get(key, "").strip()
-            if not raw:
-                return default
-            try:
-                value = kind(raw)
-            except ValueError:
-                raise error(key, f"{raw!r} is not a {'whole ' if kind is int else ''}number") from None
-            if not (low <= value <= high) or (kind is float and not math.isfinite(value)):
-                raise error(key, f"must be between {low} and {high}, not {raw}")
-            return value
-
-        hosts = []
-        for item in storage.get("hosts", "127.0.0.1:9042").split(","):
-            item = item.strip()
-            if not item:
-                continue
-            host, port = item, "9042"
-            if item.startswith("["):  # [ipv6]:port
-                host, _, rest = item[1:].partition("]")
-                port = rest[1:] if rest.startswith(":") else "9042"
-            elif item.count(":") == 1:
-                host, port = item.split(":")
-            if not host or not port.isdigit() or not 0 < int(port) < 65536:
-                raise error("hosts", f"{item!r} is not host[:port]")
-            hosts.append((host, int(port)))
-        if not hosts:
-            raise error("hosts", "name at least one host")
-
-        keyspace = storage.get("keyspace", "queuey").strip()
-        if not _KEYSPACE.match(keyspace):
-            raise error("keyspace", f"{keyspace!r} is not a keyspace name (a letter, then letters, digits, _)")
-
-        multi_dc = boolean("multi_dc", False)
-        replication = _parse_replication(storage.get("replication", "SimpleStrategy:1").strip(), error)
-        if multi_dc and replication["class"] != "NetworkTopologyStrategy":
-            raise error("replication", "multi_dc = true needs NetworkTopologyStrategy:dc1=N,dc2=M")
-
-        username = storage.get("username", "").strip() or None
-        password = storage.get("password", "") or None
-        if (username is None) != (password is None):
-            raise error("username" if username is None else "password",
-                        "username and password go together")
-        local_dc = storage.get("local_dc", "").strip() or None
-        if local_dc is not None and not _DC.match(local_dc):
-            raise error("local_dc", f"{local_dc!r} is not a data centre name")
-
-        return cls(
-            hosts=tuple(hosts), keyspace=keyspace, replication=replication, multi_dc=multi_dc,
-            create_schema=boolean("create_schema", True), username=username, password=password,
-            local_dc=local_dc,
-            connect_timeout=number("connect_timeout", 5.0, float, 0.1, 600),
-            request_timeout=number("request_timeout", 10.0, float, 0.1, 600),
-            max_in_flight=number("max_in_flight", 256, int, 1, 32768),
-            bucket_seconds=number("bucket_seconds", 3600, int, 60, 30 * 86400),
-        )
-
-
-def _parse_replication(raw: str, error: Callable[[str, str], ConfigError]) -> dict[str, Any]:
-    """``SimpleStrategy:N`` or ``NetworkTopologyStrategy:dc1=N[,dc2=M...]``."""
-    strategy, _, spec = raw.partition(":")
-    strategy = strategy.strip()
-    if strategy == "SimpleStrategy":
-        if not spec.strip().isdigit() or int(spec) < 1:
-            raise error("replication", f"{raw!r}: use SimpleStrategy:N with N at least 1")
-        return {"class": "SimpleStrategy", "replication_factor": int(spec)}
-    if strategy == "NetworkTopologyStrategy":
-        result: dict[str, Any] = {"class": "NetworkTopologyStrategy"}
-        for part in spec.split(","):
-            dc, _, factor = part.strip().partition("=")
-            if not _DC.match(dc.strip()) or not factor.strip().isdigit() or int(factor) < 1:
-                raise error("replication", f"{raw!r}: use NetworkTopologyStrategy:dc1=N[,dc2=M]")
-            result[dc.strip()] = int(factor)
-        return result
-    raise error("replication", f"{raw!r}: use SimpleStrategy:N or NetworkTopologyStrategy:dc1=N[,dc2=M]")
 
 
 # -- errors ----------------------------------------------------------------------
@@ -306,10 +189,6 @@ class CassandraStore:
         }
         self._meta_level = self._levels["strong"]
         self._serial = ConsistencyLevel.LOCAL_SERIAL if multi else ConsistencyLevel.SERIAL
-
-    @classmethod
-    def from_config(cls, config: Config, reactor: Any) -> "CassandraStore":
-        return cls(CassandraSettings.parse(config.storage), reactor)
 
     # -- life cycle ---------------------------------------------------------
 
@@ -579,8 +458,10 @@ class CassandraStore:
         remembers it, so a busy bucket costs one index write per bucket width.
         """
         level = self._level(queue)
-        now = int(self._reactor.seconds())
+        clock = self._reactor.seconds()
+        now = int(clock)
         step = self._bucket_ticks // timeuuid.TICKS_PER_SECOND
+        lifetimes = {m.id: math.ceil(m.lifetime(clock)) for m in messages}  # delay + TTL, in seconds
         groups: dict[tuple[int, int], list[NewMessage]] = {}
         for message in messages:
             groups.setdefault((message.partition, bucket_of(message.id, self._bucket_ticks)), []).append(message)
@@ -588,14 +469,15 @@ class CassandraStore:
         index_marks = []
         for (partition, bucket), group in groups.items():
             key = (queue.application, queue.queue_name, queue.created, partition, bucket)
-            expires = -(-(now + max(m.ttl for m in group)) // step) * step + step
+            expires = -(-(now + max(lifetimes[m.id] for m in group)) // step) * step + step
             if self._indexed.get(key, -1) < expires:
                 writes.append(self._execute(self._bound("index_bucket", *key, expires, expires - now,
                                                         consistency=level)))
                 index_marks.append((key, expires))
             for chunk in _chunks(group):
                 statements = [self._bound("put_message", *key, m.id, len(m.body),
-                                          m.rendered or render(m.id, m.partition, m.body, m.content_type), m.ttl,
+                                          m.rendered or render(m.id, m.partition, m.body, m.content_type),
+                                          lifetimes[m.id],
                                           consistency=level) for m in chunk]
                 if len(statements) == 1:
                     writes.append(self._execute(statements[0]))
@@ -698,15 +580,16 @@ class CassandraStore:
         return None
 
     @defer.inlineCallbacks
-    def newest_message_ids(self, queue: QueueSettings, partitions: Sequence[int]) -> Any:
+    def newest_message_ids(self, queue: QueueSettings, partitions: Sequence[int], upto: Any = None) -> Any:
         level = self._level(queue)
+        highest = HIGHEST_ID if upto is None else upto
 
         @defer.inlineCallbacks
         def newest(partition: int) -> Any:
-            buckets = yield self._buckets(queue, partition, None, None, True, level)
+            buckets = yield self._buckets(queue, partition, None, bucket_of(highest, self._bucket_ticks), True, level)
             for bucket in buckets:
                 rows = yield self._execute(self._bound(
-                    "newest", queue.application, queue.queue_name, queue.created, partition, bucket,
+                    "newest", queue.application, queue.queue_name, queue.created, partition, bucket, highest,
                     consistency=level))
                 if rows:
                     return rows[0][0]
@@ -775,7 +658,7 @@ _STATEMENTS = {
                     "AND id = ?"),
     "delete_message": f"DELETE FROM messages WHERE {MESSAGE_KEY} AND bucket = ? AND id = ?",
     "count_bucket": f"SELECT count(*) FROM messages WHERE {MESSAGE_KEY} AND bucket = ?",
-    "newest": f"SELECT id FROM messages WHERE {MESSAGE_KEY} AND bucket = ? ORDER BY id DESC LIMIT 1",
+    "newest": f"SELECT id FROM messages WHERE {MESSAGE_KEY} AND bucket = ? AND id <= ? ORDER BY id DESC LIMIT 1",
     "drop_bucket": f"DELETE FROM messages WHERE {MESSAGE_KEY} AND bucket = ?",
     "drop_bucket_index": f"DELETE FROM message_buckets WHERE {MESSAGE_KEY}",
 }

@@ -29,7 +29,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from queuey import timeuuid
-from queuey.config import Config, ConfigError
+from queuey.config import SQLiteSettings
 from queuey.errors import QueueExists, QueueMissing, StorageUnavailable
 from queuey.interfaces import (IMessageStore, Message, MessageRange, MessageRef,
                                NewMessage, QueueSettings)
@@ -305,21 +305,9 @@ class SQLiteStore:
         self._sweeping: defer.Deferred[int] | None = None
 
     @classmethod
-    def from_config(cls, config: Config, reactor: Any) -> "SQLiteStore":
-        path = config.storage.get("path")
-        if not path:
-            raise ConfigError("[storage] path: missing (required for the sqlite backend)")
-        synchronous = config.storage.get("synchronous", "FULL").upper()
-        if synchronous not in ("NORMAL", "FULL", "EXTRA"):
-            raise ConfigError("[storage] synchronous: use NORMAL, FULL or EXTRA")
-        try:
-            readers = int(config.storage.get("readers", "4"))
-        except ValueError:
-            raise ConfigError("[storage] readers: not a whole number") from None
-        if readers < 1:
-            raise ConfigError("[storage] readers: must be at least 1")
-        return cls(ThreadedRunner(path, reactor, readers, synchronous), reactor,
-                   config.expiry_interval)
+    def from_settings(cls, settings: SQLiteSettings, reactor: Any) -> "SQLiteStore":
+        return cls(ThreadedRunner(settings.path, reactor, settings.readers, settings.synchronous.value), reactor,
+                   settings.expiry_interval)
 
     @classmethod
     def in_memory(cls, clock: IReactorTime) -> "SQLiteStore":
@@ -448,8 +436,9 @@ class SQLiteStore:
     # -- messages -----------------------------------------------------------
 
     def put_messages(self, queue: QueueSettings, messages: Sequence[NewMessage]) -> defer.Deferred[None]:
-        now = self._now_ms()
-        rows = [(m.partition, timeuuid.sort_key(m.id), now + m.ttl * 1000, len(m.body),
+        now = self._clock.seconds()
+        now_ms = int(now * 1000)
+        rows = [(m.partition, timeuuid.sort_key(m.id), now_ms + int(m.lifetime(now) * 1000), len(m.body),
                  m.rendered or render(m.id, m.partition, m.body, m.content_type)) for m in messages]
 
         def upsert(conn: sqlite3.Connection) -> None:
@@ -516,13 +505,15 @@ class SQLiteStore:
                  for ref in refs])
         return self._runner.write(delete)
 
-    def newest_message_ids(self, queue: QueueSettings,
-                           partitions: Sequence[int]) -> defer.Deferred[dict[int, Any]]:
+    def newest_message_ids(self, queue: QueueSettings, partitions: Sequence[int],
+                           upto: Any = None) -> defer.Deferred[dict[int, Any]]:
+        highest = b"\xff" * 16 if upto is None else timeuuid.sort_key(upto)
+
         def select(conn: sqlite3.Connection) -> dict[int, Any]:
             newest = {}
             for partition in partitions:
-                key = conn.execute(f"SELECT max(key) FROM messages WHERE qid = {QID} AND partition = ?",
-                                   (queue.application, queue.queue_name, partition)).fetchone()[0]
+                key = conn.execute(f"SELECT max(key) FROM messages WHERE qid = {QID} AND partition = ? AND key <= ?",
+                                   (queue.application, queue.queue_name, partition, highest)).fetchone()[0]
                 if key is not None:
                     newest[partition] = timeuuid.from_sort_key(key)
             return newest
