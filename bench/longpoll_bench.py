@@ -41,6 +41,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import http_bench  # noqa: E402  (bench/ is not a package: the shared server and request helpers)
@@ -176,6 +177,21 @@ def many_queues(port: int, reads: int, queues: int, posts: int, workers: int) ->
     return latencies
 
 
+def run_scenario(scenario: Any, side: str, env: dict[str, str], config: Path, workdir: Path,
+                 args: argparse.Namespace) -> list[float]:
+    """One scenario on a fresh server (and database) of ``side``."""
+    workers = ["--workers", str(args.workers)] if args.workers > 1 else []
+    server = Server(side, ["queuey", "--config", str(config), *workers,
+                           "--port", "tcp:{port}:interface=127.0.0.1:backlog=4096"], workdir, args.server_cpu, env)
+    server.start()
+    try:
+        return scenario(server.port)
+    finally:
+        server.stop()
+        for path in workdir.glob("longpoll.sqlite*"):
+            path.unlink()
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--reads", type=int, default=10_000, help="held reads per scenario")
@@ -185,6 +201,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, default=1, help="twistd queuey --workers")
     parser.add_argument("--server-cpu", type=int, help="pin the server (all its workers) to this CPU")
     parser.add_argument("--quick", action="store_true", help="1,000 reads over 100 queues, 5 posts, one round")
+    parser.add_argument("--baseline", metavar="CHECKOUT",
+                        help="also run each scenario on Queuey from this checkout (e.g. an export of main), "
+                             "right after this one's, in every round")
     args = parser.parse_args(argv)
     if args.quick:
         args.reads, args.queues, args.posts, args.rounds = 1000, 100, 5, 1
@@ -196,7 +215,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"Queuey long-poll fan-out, {time.strftime('%Y-%m-%d %H:%M:%S %Z')}; load average "
           f"{' '.join(open('/proc/loadavg').read().split()[:3])}; {args.reads:,} held reads, "
           f"--workers {args.workers}, server {'on CPU %d' % args.server_cpu if args.server_cpu is not None else 'unpinned'}")
-    results: dict[str, list[list[float]]] = {}
+    sides = [("queuey", {})] + ([("baseline", {"PYTHONPATH": str(Path(args.baseline).resolve())})]
+                                if args.baseline else [])
+    results: dict[tuple[str, str], list[list[float]]] = {}
     with tempfile.TemporaryDirectory(prefix="queuey-longpoll-") as directory:
         workdir = Path(directory)
         config = workdir / "longpoll.ini"
@@ -207,28 +228,25 @@ def main(argv: list[str] | None = None) -> int:
                     ("one queue", lambda port: one_queue(port, args.reads, args.workers)),
                     (f"{args.queues:,} queues", lambda port: many_queues(port, args.reads, args.queues, args.posts,
                                                                         args.workers))):
-                workers = ["--workers", str(args.workers)] if args.workers > 1 else []
-                server = Server("queuey", ["queuey", "--config", str(config), *workers,
-                                           "--port", "tcp:{port}:interface=127.0.0.1:backlog=4096"],
-                                workdir, cpu=args.server_cpu)
-                server.start()
-                try:
-                    latencies = scenario(server.port)
-                finally:
-                    server.stop()
-                    for path in workdir.glob("longpoll.sqlite*"):
-                        path.unlink()
-                results.setdefault(name, []).append(latencies)
-                print(f"round {round_}/{args.rounds}  {name:<12}  {len(latencies):6d} answers  "
-                      f"p50 {percentile(latencies, 0.5):8.1f} ms  p99 {percentile(latencies, 0.99):8.1f} ms  "
-                      f"max {max(latencies):8.1f} ms", flush=True)
-    print(f"\nscenario      answers/round  p50 ms  p99 ms  max ms   (medians over {args.rounds} round(s); "
+                for side, env in sides:
+                    latencies = run_scenario(scenario, side, env, config, workdir, args)
+                    results.setdefault((name, side), []).append(latencies)
+                    print(f"round {round_}/{args.rounds}  {name:<12}  {side:<8}  {len(latencies):6d} answers  "
+                          f"p50 {percentile(latencies, 0.5):8.1f} ms  p99 {percentile(latencies, 0.99):8.1f} ms  "
+                          f"max {max(latencies):8.1f} ms", flush=True)
+    print(f"\nscenario      side      answers/round  p50 ms  p99 ms  max ms   (medians over {args.rounds} round(s); "
           f"--workers {args.workers})")
-    for name, rounds in results.items():
-        print(f"{name:<12}  {statistics.median(len(r) for r in rounds):13.0f}  "
+    for (name, side), rounds in results.items():
+        print(f"{name:<12}  {side:<8}  {statistics.median(len(r) for r in rounds):13.0f}  "
               f"{statistics.median(percentile(r, 0.5) for r in rounds):6.1f}  "
               f"{statistics.median(percentile(r, 0.99) for r in rounds):6.1f}  "
               f"{statistics.median(max(r) for r in rounds):6.1f}")
+    if args.baseline:
+        print("\np99 baseline/queuey, the median of each round's ratio (above 1: queuey reaches its reads sooner)")
+        for name in dict.fromkeys(name for name, _ in results):
+            ratios = [percentile(b, 0.99) / percentile(q, 0.99)
+                      for q, b in zip(results[(name, "queuey")], results[(name, "baseline")])]
+            print(f"{name:<12}  x{statistics.median(ratios):.2f}")
     return 0
 
 
