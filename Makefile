@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: setup run test test-cluster bench bench-cassandra bench-scale bench-cluster bench-abuse bench-streams clean
+.PHONY: setup run test test-cluster bench bench-cassandra bench-scale bench-cluster bench-abuse bench-streams bench-longpoll bench-range clean
 
 $(BIN)/twistd: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -37,6 +37,13 @@ bench-scale: setup
 
 bench-cluster: setup
 	$(BIN)/python bench/cluster_bench.py
+
+# Long-poll fan-out and range reads as queues grow (docs/performance.rst).
+bench-longpoll: setup
+	$(BIN)/python bench/longpoll_bench.py
+
+bench-range: setup
+	$(BIN)/python bench/range_bench.py
 
 # Server memory while clients abuse it (docs/api.rst, Limits).
 bench-abuse: setup

@@ -69,6 +69,7 @@ def raw_worker(spec: dict[str, Any]) -> None:
     from cassandra.query import BatchStatement, BatchType, tuple_factory
 
     from queuey import timeuuid
+    from queuey.rendering import render
     from queuey.storage.cassandra import _STATEMENTS, HIGHEST_ID, LOWEST_ID, MAX_BUCKET, MIN_BUCKET, bucket_of
     from queuey.storage.cassandra_directory import STATEMENTS as DIRECTORY_STATEMENTS
     from queuey.storage.directory import shard_of
@@ -77,15 +78,19 @@ def raw_worker(spec: dict[str, Any]) -> None:
     profile = ExecutionProfile(load_balancing_policy=TokenAwarePolicy(DCAwareRoundRobinPolicy()),
                                row_factory=tuple_factory, request_timeout=10)
     cluster = Cluster([(host, port)], connection_class=LibevConnection, protocol_version=5,
-                      execution_profiles={EXEC_PROFILE_DEFAULT: profile}, monitor_reporting_enabled=False)
+                      execution_profiles={EXEC_PROFILE_DEFAULT: profile}, monitor_reporting_enabled=False,
+                      connect_timeout=30, control_connection_timeout=30)  # a loaded machine is slow to answer
     session = cluster.connect(spec["keyspace"])
     statements = {**_STATEMENTS, **DIRECTORY_STATEMENTS}
     prepared = {name: session.prepare(statements[name]) for name in
                 ("get_queue", "put_message", "buckets", "range", "bucket_seconds")}
     width = int(session.execute(prepared["bucket_seconds"]).one()[0]) * timeuuid.TICKS_PER_SECOND
     shards = int(session.execute("SELECT value FROM settings WHERE name = 'directory_shards'").one()[0])
-    level = ConsistencyLevel.QUORUM
     ids = timeuuid.TimeUUIDGenerator(lambda: round(time.time() * timeuuid.TICKS_PER_SECOND))
+    # Queuey renders each message's JSON when it stores it; the raw side sends a blob of that size.
+    rendered = {"post_single": render(ids.next(), 1, SINGLE_TEXT, "text/plain"),
+                "post_batch": render(ids.next(), 1, BATCH_TEXT, "text/plain")}
+    level = ConsistencyLevel.QUORUM
     shape, queue = spec["shape"], RAW_QUEUES[spec["shape"]]
 
     def bound(name: str, *values: Any) -> Any:
@@ -93,24 +98,28 @@ def raw_worker(spec: dict[str, Any]) -> None:
         statement.consistency_level = level
         return statement
 
+    created = session.execute(bound("get_queue", APP, queue)).one()[6]
+
     def steps(done: Any, failed: Any) -> None:
-        """One operation: the queue lookup, then the shape's statements, as Queuey does them."""
+        """One operation: the shape's statements, as Queuey sends them: a read finds its queue in
+        Queuey's queue cache, so it sends the bucket lookup and the range; a post looks its queue up."""
         def run(statement: Any, then: Any) -> None:
             session.execute_async(statement).add_callbacks(then, failed)
 
+        if shape == "get_messages":
+            run(bound("buckets", APP, queue, created, 1, MIN_BUCKET, MAX_BUCKET),
+                lambda buckets: run(bound("range", APP, queue, created, 1, buckets[0][0], LOWEST_ID,
+                                          HIGHEST_ID, READ_LIMIT), done))
+            return
+
         def with_queue(rows: Any) -> None:
-            created = rows[0][6]
-            if shape == "get_messages":
-                run(bound("buckets", APP, queue, created, 1, MIN_BUCKET, MAX_BUCKET),
-                    lambda buckets: run(bound("range", APP, queue, created, 1, buckets[0][0], LOWEST_ID,
-                                              HIGHEST_ID, READ_LIMIT), done))
-                return
+            found = rows[0][6]
             count, body = (1, SINGLE_TEXT) if shape == "post_single" else (BATCH_SIZE, BATCH_TEXT)
             statements = []
             for _ in range(count):
                 message_id = ids.next()
-                statements.append(bound("put_message", APP, queue, created, 1, bucket_of(message_id, width),
-                                        message_id, "text/plain", body, TTL))
+                statements.append(bound("put_message", APP, queue, found, 1, bucket_of(message_id, width),
+                                        message_id, len(body), rendered[shape], TTL))
             if count == 1:
                 run(statements[0], done)
             else:
@@ -182,6 +191,7 @@ class Run:
     p99_ms: float
     cpu: float
     errors: int
+    cpu_us: float  # CPU time per request (or raw operation), all threads of the process
 
 
 @dataclass
@@ -203,7 +213,8 @@ def run_raw(args: argparse.Namespace, keyspace: str, shape: Shape, duration: int
     data = json.loads(line.split(" ", 1)[1])
     if data["errors"]:
         hb.fail(f"raw worker: {data['errors']} failed operations, e.g. {data['first_error']}")
-    return Run(data["requests"] / data["seconds"], data["p50_ms"], data["p99_ms"], data["cpu"], data["errors"])
+    return Run(data["requests"] / data["seconds"], data["p50_ms"], data["p99_ms"], data["cpu"], data["errors"],
+               data["cpu"] * data["seconds"] / data["requests"] * 1e6 if data["requests"] else float("nan"))
 
 
 def write_config(path: Path, host: str, port: int, keyspace: str) -> None:
@@ -254,12 +265,14 @@ def measure(server: hb.Server, keyspace: str, args: argparse.Namespace) -> dict[
                     result = hb.run_wrk(server, shape, args.duration, args.connections, args.client_cpu)
                     if result.error_count:
                         hb.fail(f"queuey {shape.name}: {result.errors}\n{hb.diagnose(server, shape)}")
-                    run = Run(result.rps, result.p50_ms, result.p99_ms, result.server_cpu, 0)
+                    run = Run(result.rps, result.p50_ms, result.p99_ms, result.server_cpu, 0,
+                              result.cpu_us_per_request)
                 else:
                     run = run_raw(args, keyspace, shape, args.duration, args.warmup if round_no == 0 else 0)
                 getattr(runs[shape.name], who).append(run)
                 print(f"round {round_no + 1}/{args.rounds}  {shape.name:<13} {who:<7} {run.rps:9.1f} req/s  "
-                      f"p50 {run.p50_ms:8.2f} ms  p99 {run.p99_ms:8.2f} ms  cpu {run.cpu:4.0%}", flush=True)
+                      f"p50 {run.p50_ms:8.2f} ms  p99 {run.p99_ms:8.2f} ms  cpu {run.cpu:4.0%}  "
+                      f"cpu/req {run.cpu_us:6.0f} us", flush=True)
     return runs
 
 
@@ -267,7 +280,8 @@ def report(runs: dict[str, ShapeRuns], args: argparse.Namespace) -> None:
     print()
     print(f"Queuey on one Cassandra node vs the bare driver, {args.connections} in flight, "
           f"{args.rounds} round(s) of {args.duration} s; medians over rounds")
-    header = (f"{'shape':<28} {'queuey rps':>10} {'raw rps':>9} {'ratio q/r':>9} {'q p50 ms':>9} {'q p99 ms':>9} "
+    header = (f"{'shape':<28} {'queuey rps':>10} {'raw rps':>9} {'ratio q/r':>9} {'cpu q/r':>8} {'q us/req':>9} "
+              f"{'r us/op':>8} {'q p50 ms':>9} {'q p99 ms':>9} "
               f"{'raw p50':>8} {'raw p99':>8} {'q msgs/s':>9} {'q cpu':>6} {'raw cpu':>7}")
     print(header)
     print("-" * len(header))
@@ -275,14 +289,18 @@ def report(runs: dict[str, ShapeRuns], args: argparse.Namespace) -> None:
         r = runs[shape.name]
         ratios = [q.rps / w.rps for q, w in zip(r.queuey, r.raw) if w.rps]
         q_rps = hb.median([x.rps for x in r.queuey])
+        cpu_ratios = [w.cpu_us / q.cpu_us for q, w in zip(r.queuey, r.raw) if q.cpu_us]
         print(f"{shape.label:<28} {q_rps:10.1f} {hb.median([x.rps for x in r.raw]):9.1f} "
-              f"{hb.median(ratios):9.2f} {hb.median([x.p50_ms for x in r.queuey]):9.2f} "
+              f"{hb.median(ratios):9.2f} {hb.median(cpu_ratios):8.2f} {hb.median([x.cpu_us for x in r.queuey]):9.0f} "
+              f"{hb.median([x.cpu_us for x in r.raw]):8.0f} {hb.median([x.p50_ms for x in r.queuey]):9.2f} "
               f"{hb.median([x.p99_ms for x in r.queuey]):9.2f} {hb.median([x.p50_ms for x in r.raw]):8.2f} "
               f"{hb.median([x.p99_ms for x in r.raw]):8.2f} {q_rps * shape.messages_per_request:9.0f} "
               f"{hb.median([x.cpu for x in r.queuey]):6.0%} {hb.median([x.cpu for x in r.raw]):7.0%}")
-    print("ratio q/r: median of the per-round ratios queuey rps / raw rps (1.0 = HTTP and Queuey cost nothing).")
+    print("ratio q/r: median of the per-round ratios queuey rps / raw rps (1.0 = HTTP and Queuey cost nothing);")
+    print("cpu q/r: median of the per-round ratios raw CPU per operation / queuey CPU per request (the Cassandra "
+          "node's CPU not counted on either side).")
     print("Per request both sides send the same CQL: POST = queue lookup + insert (or one single-partition "
-          "batch of 100); GET = queue lookup + bucket lookup + one range select.")
+          "batch of 100); GET = bucket lookup + one range select (the queue comes from Queuey's queue cache).")
 
 
 def cassandra_up(host: str, port: int) -> bool:
@@ -313,7 +331,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     cpus = sorted(os.sched_getaffinity(0))
     if args.no_pin or len(cpus) < 2:
         args.server_cpu = args.client_cpu = None
-    args.host, args.port = f"127.0.{os.environ.get('QUEUEY_SERVICES_SLOT', '0')}.1", 9042  # scripts' node 1
+    # The node the scripts start: 127.0.K.1 for QUEUEY_SERVICES_SLOT=K (scripts/service-lib.sh).
+    args.host, args.port = f"127.0.{os.environ.get('QUEUEY_SERVICES_SLOT', '0') or '0'}.1", 9042
     if args.hosts:
         args.host, _, port = args.hosts.partition(":")
         args.port = int(port or 9042)

@@ -110,14 +110,27 @@ def auth(key: str = KEY, **more: str) -> dict[str, str]:
     return {"Authorization": f"Application {key}", **more}
 
 
-def process_cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process, all its threads (from /proc)."""
+def _stat_fields(pid: int | str) -> list[str] | None:
     try:
         with open(f"/proc/{pid}/stat") as handle:
-            fields = handle.read().rsplit(")", 1)[1].split()
+            return handle.read().rsplit(")", 1)[1].split()
     except OSError:
+        return None
+
+
+def process_cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process, all its threads, and of its running children
+    (the workers of ``twistd queuey --workers N``), from /proc."""
+    fields = _stat_fields(pid)
+    if fields is None:
         return float("nan")
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    ticks = int(fields[11]) + int(fields[12])
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            child = _stat_fields(entry)
+            if child is not None and child[1] == str(pid):
+                ticks += int(child[11]) + int(child[12])
+    return ticks / os.sysconf("SC_CLK_TCK")
 
 
 def cpu_jiffies(cpu: int | None) -> tuple[int, int]:
@@ -301,12 +314,19 @@ class WrkResult:
     bytes_per_response: float
     errors: dict[str, int]
     server_cpu: float
+    server_cpu_seconds: float
     client_cpu: float
     foreign: float  # share of the server's CPU that other processes (or the hypervisor) took meanwhile
 
     @property
     def error_count(self) -> int:
         return sum(self.errors.values())
+
+    @property
+    def cpu_us_per_request(self) -> float:
+        """Server CPU time per request (all its threads): unlike req/s, barely moved by other
+        processes taking the server's core."""
+        return self.server_cpu_seconds / self.requests * 1e6 if self.requests else float("nan")
 
 
 def run_wrk(server: Server, shape: Shape, duration: int, connections: int, cpu: int | None) -> WrkResult:
@@ -342,12 +362,14 @@ def run_wrk(server: Server, shape: Shape, duration: int, connections: int, cpu: 
         bytes_per_response=data["bytes"] / requests if requests else 0.0,
         errors={"non-2xx/3xx": data["status_errors"], "connect": data["connect_errors"],
                 "read": data["read_errors"], "write": data["write_errors"], "timeout": data["timeouts"]},
-        server_cpu=server_cpu, client_cpu=client_cpu, foreign=foreign)
+        server_cpu=server_cpu, server_cpu_seconds=server_seconds, client_cpu=client_cpu, foreign=foreign)
 
 
 # -- part 1: shapes against the ceiling -----------------------------------------
 
-def write_config(path: Path, db: Path, apps: dict[str, str], synchronous: str | None) -> None:
+def write_config(path: Path, db: Path, apps: dict[str, str], synchronous: str | None,
+                 limits: str = "") -> None:
+    """A SQLite configuration for the benchmarks; ``limits`` adds lines to ``[limits]``."""
     keys = "\n".join(f"{app} = {key}" for app, key in apps.items())
     extra = f"synchronous = {synchronous}\n" if synchronous else ""
     path.write_text(f"""[application_keys]
@@ -364,7 +386,27 @@ very_strong = 0
 
 [limits]
 max_message_bytes = 262144
-""")
+{limits}""")
+
+
+def start_queuey(args: argparse.Namespace, workdir: Path, name: str, options: list[str],
+                 env: dict[str, str] | None = None) -> Server:
+    """Another Queuey server, on a database of its own, set up like queuey."""
+    config = workdir / f"{name}.ini"
+    write_config(config, workdir / f"{name}.sqlite", {APP: KEY}, args.synchronous)
+    server = Server(name, ["queuey", "--config", str(config), *options, "--port",
+                           "tcp:{port}:interface=127.0.0.1:backlog=1024"], workdir, args.server_cpu, env)
+    server.start()
+    prepare_queuey(server, workdir / f"canned-{name}")
+    return server
+
+
+def start_baseline(args: argparse.Namespace, workdir: Path) -> Server:
+    """Queuey from another checkout (``--baseline``), on a database of its own, set up like queuey."""
+    tree = Path(args.baseline).resolve()
+    if not (tree / "queuey" / "__init__.py").exists():
+        fail(f"--baseline {tree}: not a Queuey checkout (no queuey/__init__.py)")
+    return start_queuey(args, workdir, "baseline", [], {"PYTHONPATH": str(tree)})
 
 
 def prepare_queuey(server: Server, canned: Path) -> None:
@@ -386,14 +428,14 @@ def prepare_queuey(server: Server, canned: Path) -> None:
 
 @dataclass
 class ShapeRuns:
-    queuey: list[WrkResult] = field(default_factory=list)
-    ceiling: list[WrkResult] = field(default_factory=list)
+    results: dict[str, list[WrkResult]] = field(default_factory=dict)
     warmup_errors: dict[str, int] = field(default_factory=dict)
 
 
-def measure_shapes(queuey: Server, ceiling: Server, args: argparse.Namespace) -> dict[str, ShapeRuns]:
-    runs = {shape.name: ShapeRuns() for shape in SHAPES}
-    servers = {"queuey": queuey, "ceiling": ceiling}
+def measure_shapes(servers: dict[str, Server], args: argparse.Namespace) -> dict[str, ShapeRuns]:
+    """Every shape on every server, each round in a rotated order (drift cancels out)."""
+    runs = {shape.name: ShapeRuns({who: [] for who in servers}) for shape in SHAPES}
+    names = list(servers)
     if args.warmup:
         print(f"warm-up: {args.warmup} s per shape and server", flush=True)
         for shape in SHAPES:
@@ -402,44 +444,53 @@ def measure_shapes(queuey: Server, ceiling: Server, args: argparse.Namespace) ->
                 if result.error_count:
                     runs[shape.name].warmup_errors[who] = result.error_count
     for round_no in range(args.rounds):
-        order = ["queuey", "ceiling"] if round_no % 2 == 0 else ["ceiling", "queuey"]
+        order = names[round_no % len(names):] + names[:round_no % len(names)]
         for shape in SHAPES:
             for who in order:
                 result = run_wrk(servers[who], shape, args.duration, args.connections, args.client_cpu)
-                getattr(runs[shape.name], who).append(result)
+                runs[shape.name].results[who].append(result)
                 print(f"round {round_no + 1}/{args.rounds}  {shape.name:<13} {who:<8} "
                       f"{result.rps:9.1f} req/s  p50 {result.p50_ms:8.2f} ms  p99 {result.p99_ms:8.2f} ms  "
+                      f"cpu/req {result.cpu_us_per_request:7.0f} us  "
                       f"server cpu {result.server_cpu:4.0%}  wrk cpu {result.client_cpu:4.0%}  "
                       f"others {result.foreign:4.0%}{DISTURBED if result.foreign > args.noise else ' '}  "
                       f"errors {result.error_count}", flush=True)
     return runs
 
 
+def paired(a: list[WrkResult], b: list[WrkResult], measure: Any) -> float:
+    """The median over rounds of measure(a_round, b_round)."""
+    return median([measure(x, y) for x, y in zip(a, b)])
+
+
 def report_shapes(runs: dict[str, ShapeRuns], args: argparse.Namespace) -> list[tuple[str, Shape, str]]:
-    """Print the table; return the problems that make the run fail: (server, shape, what)."""
+    """Print the tables; return the problems that make the run fail: (server, shape, what)."""
     problems: list[tuple[str, Shape, str]] = []
+    names = list(next(iter(runs.values())).results)
     print()
     print(f"Part 1: request shapes, {args.rounds} round(s) x {args.duration} s, wrk -t1 -c{args.connections}; "
-          "medians over rounds; ratio = median of per-round queuey/ceiling")
-    header = (f"{'shape':<30} {'queuey rps':>11} {'ceiling rps':>12} {'ratio q/c':>10}   "
-              f"{'queuey p50/p99 ms':>18} {'ceiling p50/p99 ms':>19}   {'q msgs/s':>9}   "
-              f"{'resp B q/c':>13}   {'non-2xx q/c':>11}")
+          "medians over rounds; ratios are medians of the per-round ratios")
+    print("  rps ratio q/c = queuey req/s / ceiling req/s;  cpu ratio q/c = ceiling CPU per request / queuey "
+          "CPU per request (what the ratio would be with the server alone on its core)")
+    header = (f"{'shape':<30} {'queuey rps':>11} {'ceiling rps':>12} {'rps q/c':>8} {'cpu q/c':>8}   "
+              f"{'q us/req':>9} {'c us/req':>9}   {'queuey p50/p99 ms':>18}   {'q msgs/s':>9}   "
+              f"{'resp B q/c':>13}   {'non-2xx':>8}")
     print(header)
     print("-" * len(header))
     for shape in SHAPES:
         shape_runs = runs[shape.name]
-        q, c = shape_runs.queuey, shape_runs.ceiling
-        ratios = [a.rps / b.rps for a, b in zip(q, c) if b.rps]
-        q_non2xx = sum(r.errors["non-2xx/3xx"] for r in q)
-        c_non2xx = sum(r.errors["non-2xx/3xx"] for r in c)
+        q, c = shape_runs.results["queuey"], shape_runs.results["ceiling"]
         q_rps = median([r.rps for r in q])
-        print(f"{shape.label:<30} {q_rps:11.1f} {median([r.rps for r in c]):12.1f} {median(ratios):10.3f}   "
-              f"{median([r.p50_ms for r in q]):8.2f}/{median([r.p99_ms for r in q]):<9.2f} "
-              f"{median([r.p50_ms for r in c]):9.2f}/{median([r.p99_ms for r in c]):<9.2f}   "
+        non2xx = "/".join(str(sum(r.errors["non-2xx/3xx"] for r in shape_runs.results[who])) for who in names)
+        print(f"{shape.label:<30} {q_rps:11.1f} {median([r.rps for r in c]):12.1f} "
+              f"{paired(q, c, lambda x, y: x.rps / y.rps if y.rps else float('nan')):8.3f} "
+              f"{paired(q, c, lambda x, y: y.cpu_us_per_request / x.cpu_us_per_request):8.3f}   "
+              f"{median([r.cpu_us_per_request for r in q]):9.0f} {median([r.cpu_us_per_request for r in c]):9.0f}   "
+              f"{median([r.p50_ms for r in q]):8.2f}/{median([r.p99_ms for r in q]):<9.2f}   "
               f"{q_rps * shape.messages_per_request:9.0f}   "
               f"{median([r.bytes_per_response for r in q]):6.0f}/{median([r.bytes_per_response for r in c]):<6.0f}   "
-              f"{q_non2xx:>5}/{c_non2xx}")
-        for who, results in (("queuey", q), ("ceiling", c)):
+              f"{non2xx:>8}")
+        for who, results in shape_runs.results.items():
             errors: dict[str, int] = {}
             for result in results:
                 for kind, count in result.errors.items():
@@ -449,27 +500,43 @@ def report_shapes(runs: dict[str, ShapeRuns], args: argparse.Namespace) -> list[
             bad = {kind: count for kind, count in errors.items() if count}
             if bad:
                 problems.append((who, shape, f"{who} {shape.name}: errors {bad}"))
+    for other in names[2:]:  # --baseline, --workers: against the ceiling and against queuey, same run
+        print()
+        print(f"{other} ({args.baseline if other == 'baseline' else 'twistd queuey --workers ' + other[7:-1]}), "
+              f"in the same run: x = {other}; ratios to the ceiling, and queuey / x")
+        header = (f"{'shape':<30} {'x rps':>12} {'rps x/c':>8} {'cpu x/c':>8} {'x us/req':>9}   "
+                  f"{'rps q/x':>8} {'cpu q/x':>8}")
+        print(header)
+        print("-" * len(header))
+        for shape in SHAPES:
+            results = runs[shape.name].results
+            q, c, b = results["queuey"], results["ceiling"], results[other]
+            print(f"{shape.label:<30} {median([r.rps for r in b]):12.1f} "
+                  f"{paired(b, c, lambda x, y: x.rps / y.rps if y.rps else float('nan')):8.3f} "
+                  f"{paired(b, c, lambda x, y: y.cpu_us_per_request / x.cpu_us_per_request):8.3f} "
+                  f"{median([r.cpu_us_per_request for r in b]):9.0f}   "
+                  f"{paired(q, b, lambda x, y: x.rps / y.rps if y.rps else float('nan')):8.3f} "
+                  f"{paired(q, b, lambda x, y: y.cpu_us_per_request / x.cpu_us_per_request):8.3f}")
     print()
     print("per round (req/s queuey / ceiling = ratio; median server CPU use while loaded; "
           f"{DISTURBED} = other processes took > {args.noise:.0%} of the server's CPU during that pair):")
     disturbed = 0
     for shape in SHAPES:
         cells = []
-        for a, b in zip(runs[shape.name].queuey, runs[shape.name].ceiling):
+        results = runs[shape.name].results
+        for a, b in zip(results["queuey"], results["ceiling"]):
             noisy = max(a.foreign, b.foreign) > args.noise
             disturbed += noisy
             cells.append(f"{a.rps:.0f}/{b.rps:.0f}={a.rps / b.rps if b.rps else float('nan'):.3f}"
                          f"{DISTURBED if noisy else ' '}")
-        q_cpu = median([r.server_cpu for r in runs[shape.name].queuey])
-        c_cpu = median([r.server_cpu for r in runs[shape.name].ceiling])
-        wrk_cpu = max(r.client_cpu for r in runs[shape.name].queuey + runs[shape.name].ceiling)
-        print(f"  {shape.name:<13} {'  '.join(cells)}   cpu queuey {q_cpu:.0%} ceiling {c_cpu:.0%}, "
-              f"wrk at most {wrk_cpu:.0%}")
+        cpus = ", ".join(f"{who} {median([r.server_cpu for r in results[who]]):.0%}" for who in names)
+        wrk_cpu = max(r.client_cpu for who in names for r in results[who])
+        print(f"  {shape.name:<13} {'  '.join(cells)}   cpu {cpus}, wrk at most {wrk_cpu:.0%}")
         if wrk_cpu > 0.8:
             print(f"  warning: wrk used {wrk_cpu:.0%} of a core on {shape.name}: the load generator may be a limit")
     if disturbed:
         print(f"  warning: {disturbed} of {len(SHAPES) * args.rounds} pairs ran while other processes used the "
-              "server's CPU: absolute req/s and latencies of those are low; ratios are paired and suffer less, "
+              "server's CPU: absolute req/s and latencies of those are low; the cpu ratios suffer least, "
               "but rerun on a quieter machine (or with more --rounds) before trusting small differences")
     return problems
 
@@ -578,6 +645,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="mark runs during which other processes took more than this share of the server's CPU")
     parser.add_argument("--synchronous", choices=["NORMAL", "FULL", "EXTRA"],
                         help="[storage] synchronous for queuey (unset: the server's default, FULL)")
+    parser.add_argument("--baseline", metavar="CHECKOUT",
+                        help="also measure Queuey from this other checkout (e.g. an export of main), side by side")
+    parser.add_argument("--workers", type=int, default=1,
+                        help="also measure twistd queuey --workers N, side by side (use with --no-pin)")
     parser.add_argument("--skip-listing", action="store_true", help="only part 1")
     parser.add_argument("--skip-shapes", action="store_true", help="only part 2")
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory (logs, databases)")
@@ -657,16 +728,24 @@ def main(argv: list[str] | None = None) -> int:
                              {"BENCH_CANNED_DIR": str(canned)})
             servers.append(ceiling)
             ceiling.start()
-            reactors = {queuey.reactor(), ceiling.reactor()}
+            measured = {"queuey": queuey, "ceiling": ceiling}
+            if args.baseline:
+                measured["baseline"] = start_baseline(args, workdir)
+                servers.append(measured["baseline"])
+            if args.workers > 1:
+                name = f"queuey-{args.workers}w"
+                measured[name] = start_queuey(args, workdir, name, ["--workers", str(args.workers)])
+                servers.append(measured[name])
+            reactors = {server.reactor() for server in measured.values()}
             print(f"reactor: {' vs '.join(sorted(reactors))}; queuey storage synchronous="
                   f"{args.synchronous or 'FULL (default)'}")
             if len(reactors) != 1:
                 problems.append(f"the servers run different reactors: {reactors}")
-            runs = measure_shapes(queuey, ceiling, args)
+            runs = measure_shapes(measured, args)
             shape_problems = report_shapes(runs, args)
             for who, shape, problem in shape_problems:
-                problems.append(f"{problem}\n{diagnose(queuey if who == 'queuey' else ceiling, shape)}")
-            for server in (ceiling, queuey):
+                problems.append(f"{problem}\n{diagnose(measured[who], shape)}")
+            for server in measured.values():
                 server.stop()
                 logged = report_logged_errors(server)
                 if logged:
@@ -708,6 +787,15 @@ def main(argv: list[str] | None = None) -> int:
             print(f"- {problem}", file=sys.stderr)
         return 1
     return 0
+
+
+def run_main(main: Any) -> NoReturn:
+    """Exit with what ``main()`` returns; a BenchError is one line on stderr and exit 1."""
+    try:
+        sys.exit(main())
+    except BenchError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(1)
 
 
 if __name__ == "__main__":

@@ -31,6 +31,8 @@ from queuey.errors import AccessDenied, BodyTooLarge, InvalidParameters, MethodN
 #: and dropped) may be this long; message bodies get ``[limits] max_request_bytes``.
 PARAMETER_BODY_BYTES = 64 * 1024
 #: Metric labels of methods come from this set; any other method counts as "other".
+#: Distinct (method, path) pairs whose route is remembered; past it, the memory starts anew.
+MATCH_CACHE_SIZE = 10_000
 KNOWN_METHODS = frozenset(["GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS", "PATCH"])
 
 
@@ -93,6 +95,9 @@ class Gate:
 
     def __init__(self, routes: Map, specs: Mapping[str, RouteSpec], core: Queuey, config: Config) -> None:
         self._routes = routes.bind("queuey")
+        #: (method, path) -> what _match made of it: werkzeug's matcher costs more than
+        #: the rest of the head's checks, and clients ask for the same paths again and again.
+        self._matched: dict[tuple[bytes, bytes], tuple[str, dict[str, str]]] = {}
         self._specs = specs
         self._core = core
         self._message_limit = config.max_request_bytes
@@ -107,7 +112,7 @@ class Gate:
         """
         if self.cors.is_preflight(method, headers):
             return self._preflight(target, headers)
-        endpoint, values = self._match(method, target)
+        endpoint, values = self._route(method, target)
         spec = self._specs[endpoint]
         principal = None
         signed = self._signed(target)
@@ -134,7 +139,7 @@ class Gate:
 
     def _preflight(self, target: bytes, headers: Headers) -> Admission:
         """A preflight for a route that exists, from an allowed origin: what to answer it with."""
-        self._match(self.cors.requested_method(headers), target)  # 404 or 405 as for the request itself
+        self._route(self.cors.requested_method(headers), target)  # 404 or 405 as for the request itself
         path = target.split(b"?", 1)[0].decode("ascii")
         methods = sorted(m for m in self._routes.allowed_methods(path) if m not in ("HEAD", "OPTIONS"))
         answer = self.cors.preflight_headers(headers, methods)
@@ -149,8 +154,19 @@ class Gate:
         params = query_params(target)
         return params if "signature" in params else None
 
-    def _match(self, method: bytes, target: bytes) -> tuple[str, dict[str, str]]:
+    def _route(self, method: bytes, target: bytes) -> tuple[str, dict[str, str]]:
+        """The route of ``target``'s path, remembered (a bounded memo: the same paths come back)."""
         path = target.split(b"?", 1)[0]
+        matched = self._matched.get((method, path))
+        if matched is None:
+            matched = self._match(method, path)
+            if len(self._matched) >= MATCH_CACHE_SIZE:
+                self._matched.clear()
+            self._matched[(method, path)] = matched
+        return matched
+
+    def _match(self, method: bytes, path: bytes) -> tuple[str, dict[str, str]]:
+        """The route of ``path``, or the QueueyError its request is answered with (not cached)."""
         if not path.startswith(b"/") or b"//" in path:
             raise NotFound(f"No such resource: {path.decode('ascii', 'replace')[:200]}")
         raw_path = path.decode("ascii")  # the HTTP parser let only printable ASCII through

@@ -14,7 +14,7 @@ import inspect
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, TypeVar
+from typing import Any, Awaitable, Callable, TypeVar
 
 from klein import Klein
 from twisted.internet import defer
@@ -33,6 +33,7 @@ from queuey.errors import QueueyError, StorageUnavailable
 from queuey.following import Follower
 from queuey.responses import WRITE_SIZE, ResponseWriter, json_pieces, render_error, render_json, status_of
 from queuey.streams import EventStream, Streams, StreamSettings, wants_events
+from queuey.validation import ReadQuery
 
 log = Logger()
 F = TypeVar("F", bound=Callable[..., Any])
@@ -98,11 +99,14 @@ class QueueyApp:
     app.url_map.strict_slashes = False
     app.url_map.redirect_defaults = False
 
-    def __init__(self, core: Queuey) -> None:
+    def __init__(self, core: Queuey, worker: int = 0) -> None:
         self.core = core
         self.metrics = core.metrics
-        self.version = {"name": "queuey", "version": queuey.__version__, "source": _source()}
+        self.version = {"name": "queuey", "version": queuey.__version__, "source": _source(), "worker": worker}
         self.gate = Gate(self.app.url_map, SPECS, core, core.config)
+        #: Endpoint -> this instance's handler, called directly: Klein's own dispatch makes a
+        #: bound copy of the app and a Deferred around each coroutine, per request.
+        self._handlers: dict[str, Callable[..., Any]] = {name: getattr(self, name) for name in SPECS}
         self._openapi: bytes | None = None
         config = core.config
         self.streams = Streams(self.metrics)
@@ -137,7 +141,7 @@ class QueueyApp:
             request.finish()
             return
         try:
-            answer = self.app.execute_endpoint(admission.endpoint, request, **admission.values)
+            answer = self._handlers[admission.endpoint](request, **admission.values)
             if inspect.isawaitable(answer):
                 answer = await answer
         except QueueyError as e:
@@ -192,8 +196,8 @@ class QueueyApp:
         return [b"".join(pieces)] if length <= WRITE_SIZE else pieces
 
     def _count(self, request: QueueyRequest, admission: Admission, started: float, status: int) -> None:
-        self.metrics.requests.labels(admission.spec.label, method_label(request.method), str(status)).inc()
-        self.metrics.latency.labels(admission.spec.label).observe(time.perf_counter() - started)
+        self.metrics.answered(admission.spec.label, method_label(request.method), status,
+                              time.perf_counter() - started)
 
     # -- operations -------------------------------------------------------
 
@@ -270,27 +274,32 @@ class QueueyApp:
 
     @app.route("/v1/<application>/<queue>", methods=["POST"])
     @spec("queue", Access.OWNER, BodyUse.MESSAGES, status=201, signable=True)
-    async def post_messages(self, request: QueueyRequest, application: str, queue: str) -> Result:
+    def post_messages(self, request: QueueyRequest, application: str, queue: str) -> Awaitable[Result]:
         posted = decoding.posted_messages(request.getHeader(b"content-type"), request.body(),
                                           request.getHeader(b"x-ttl"), request.getHeader(b"x-partition"),
                                           request.getHeader(b"x-delay"))
-        return await self.core.post_messages(_principal(request), application, queue, posted)
+        return self.core.post_messages(_principal(request), application, queue, posted)
 
     @app.route("/v1/<application>/<queue>", methods=["GET"])
     @spec("queue", Access.APPLICATION, pieces="messages", signable=True)
-    async def read_messages(self, request: QueueyRequest, application: str, queue: str) -> Result | EventStream:
+    def read_messages(self, request: QueueyRequest, application: str,
+                      queue: str) -> Awaitable[Result | EventStream]:
         query = decoding.read_query(request.uri)
         if wants_events(request.method, request.getHeader(b"accept")):
-            positions = decoding.stream_cursor(request.getHeader(b"last-event-id"))
-            settings, query = await self.core.followable(_principal(request), application, queue, query)
-            return EventStream(request, Follower(self.core, settings, query, positions), self.stream_settings,
-                               self.metrics, self.core.clock)
-        return await self.core.read_messages(_principal(request), application, queue, query)
+            return self._open_stream(request, application, queue, query)
+        return self.core.read_messages(_principal(request), application, queue, query)
+
+    async def _open_stream(self, request: QueueyRequest, application: str, queue: str,
+                           query: ReadQuery) -> EventStream:
+        positions = decoding.stream_cursor(request.getHeader(b"last-event-id"))
+        settings, query = await self.core.followable(_principal(request), application, queue, query)
+        return EventStream(request, Follower(self.core, settings, query, positions), self.stream_settings,
+                           self.metrics, self.core.clock)
 
     @app.route("/v1/<application>/<queue>/<ids>", methods=["GET"])
     @spec("messages", Access.APPLICATION, pieces="messages", signable=True)
-    async def get_messages(self, request: QueueyRequest, application: str, queue: str, ids: str) -> Result:
-        return await self.core.get_messages(_principal(request), application, queue, decoding.message_refs(ids))
+    def get_messages(self, request: QueueyRequest, application: str, queue: str, ids: str) -> Awaitable[Result]:
+        return self.core.get_messages(_principal(request), application, queue, decoding.message_refs(ids))
 
     @app.route("/v1/<application>/<queue>/<ids>", methods=["PUT"])
     @spec("messages", Access.OWNER, BodyUse.MESSAGES)

@@ -20,13 +20,17 @@ the answer instead of a reset), then closes.
 from __future__ import annotations
 
 import enum
+import re
 from dataclasses import dataclass
 from typing import Any
 
 from twisted.internet import defer
 from twisted.internet.interfaces import IReactorTime
+from twisted.logger import Logger
 from twisted.web import http, server
+from twisted.web.iweb import IAccessLogFormatter
 from twisted.web.resource import IResource
+from zope.interface import provider
 
 from queuey.admission import UNROUTED, Admission, Gate, method_label
 from queuey.budget import ByteBudget
@@ -318,6 +322,63 @@ class QueueyChannel(http.HTTPChannel):
             self.transport.abortConnection()
 
 
+_PLAIN = re.compile(rb"[\x20\x21\x23-\x26\x28-\x5b\x5d-\x7e]*")  # printable ASCII but " ' and \\
+
+
+def _escaped(value: bytes | str) -> str:
+    """Twisted's access-log escaping, without its repr() round trip for the usual plain value."""
+    raw = value if isinstance(value, bytes) else value.encode("ascii")
+    return raw.decode("ascii") if _PLAIN.fullmatch(raw) else http._escape(raw)
+
+
+@provider(IAccessLogFormatter)
+def access_log_line(timestamp: str, request: Any) -> str:
+    """The line Twisted's ``combinedLogFormatter`` writes, made for less (it is made per request)."""
+    address = request.getClientAddress()
+    host = getattr(address, "host", None)
+    return '"%s" - - %s "%s %s %s" %d %s "%s" "%s"' % (
+        _escaped(host) if isinstance(host, str) else "-", timestamp, _escaped(request.method),
+        _escaped(request.uri), _escaped(request.clientproto), request.code, request.sentLength or "-",
+        _escaped(request.getHeader(b"referer") or b"-"), _escaped(request.getHeader(b"user-agent") or b"-"))
+
+
+class BatchedAccessLog:
+    """Access log lines, written to the log a batch at a time (at most ``delay`` seconds late).
+
+    Twisted's default access log turns every line into a log event of its own,
+    formatted and timestamped again: a tenth of the CPU time of a short
+    request.  Batched, the lines of many requests make one event (one line
+    each, the first after the event's prefix, the others indented).
+    """
+
+    def __init__(self, reactor: IReactorTime, delay: float = 0.25, max_lines: int = 1000) -> None:
+        self._reactor = reactor
+        self._delay = delay
+        self._max_lines = max_lines
+        self._lines: list[str] = []
+        self._flush_call: Any = None
+        self._log = Logger(namespace="queuey.access")
+
+    def write(self, line: str) -> None:
+        self._lines.append(line)
+        if len(self._lines) >= self._max_lines:
+            self.flush()
+        elif self._flush_call is None:
+            self._flush_call = self._reactor.callLater(self._delay, self.flush)
+
+    def flush(self) -> None:
+        if self._flush_call is not None and self._flush_call.active():
+            self._flush_call.cancel()
+        self._flush_call = None
+        lines, self._lines = self._lines, []
+        if lines:
+            self._log.info("{access}", access="".join(lines).rstrip("\n"))
+
+    def close(self) -> None:
+        """The site stops: write what is left."""
+        self.flush()
+
+
 class QueueySite(server.Site):
     """The Site of :class:`QueueyChannel` connections, holding the limits they share."""
 
@@ -327,7 +388,7 @@ class QueueySite(server.Site):
 
     def __init__(self, resource: IResource, gate: Gate, metrics: Metrics, pace: Pace,
                  connections: ConnectionCap, bodies: ByteBudget, reactor: IReactorTime) -> None:
-        super().__init__(resource, reactor=reactor, timeout=IDLE_TIMEOUT)
+        super().__init__(resource, reactor=reactor, timeout=IDLE_TIMEOUT, logFormatter=access_log_line)
         self.gate = gate
         self.metrics = metrics
         self.pace = pace
@@ -338,3 +399,9 @@ class QueueySite(server.Site):
     def getResourceFor(self, request: Any) -> IResource:
         """One leaf resource serves every admitted request: routing happened at the head."""
         return self.resource
+
+    def startFactory(self) -> None:
+        super().startFactory()
+        if not self.logPath and self._logFile is not None:  # the log itself: batch the lines
+            self._logFile = BatchedAccessLog(self.reactor)
+

@@ -116,6 +116,8 @@ class Config:
     #: The longest X-Delay (or batch "delay") a message may be posted with, in seconds.
     max_delay: int = 7 * 86400
     poll_interval: float = 1.0
+    #: Seconds a looked-up queue's settings serve other requests (see queuey.queuecache); 0: none.
+    queue_cache_seconds: float = 1.0
     #: Event streams: seconds of silence before a keep-alive comment, bytes of events kept
     #: for a client that does not read before its stream is cut, EventSource's retry (ms).
     stream_keepalive: float = 15.0
@@ -162,12 +164,14 @@ def parse_config(text: str, source: str = "<string>",
     delays = {level: ini.value("delays", level, decimal(0), 0.0) for level in CONSISTENCY_LEVELS}
     limits = _limits(ini)
     poll_interval = ini.value("longpoll", "poll_interval", decimal(0.01), 1.0)
+    queue_cache_seconds = ini.value("storage", "queue_cache_seconds", decimal(0), 1.0)
     streams = _streams(ini)
     cors_allow_origins = ini.value("cors", "allow_origins", _origins, ())
     signing = _signing(ini)
     ini.raise_problems()
     return Config(application_keys=keys, storage=storage, delays=delays, **limits,
-                  poll_interval=poll_interval, **streams, cors_allow_origins=cors_allow_origins, **signing,
+                  poll_interval=poll_interval, queue_cache_seconds=queue_cache_seconds, **streams,
+                  cors_allow_origins=cors_allow_origins, **signing,
                   source=source,
                   warnings=tuple(f"{setting}: unknown setting, ignored" for setting in ini.unread()))
 

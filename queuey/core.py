@@ -7,7 +7,6 @@ answers into JSON.
 
 from __future__ import annotations
 
-import base64
 import hmac
 import random as random_module
 import uuid
@@ -20,12 +19,14 @@ from twisted.internet.interfaces import IReactorTime
 from queuey import timeuuid, validation
 from queuey.config import Config
 from queuey.errors import (AccessDenied, BodyTooLarge, InvalidApplicationKey, InvalidParameters,
-                           MissingApplicationKey, NotFound)
-from queuey.interfaces import (IMessageStore, Message, MessageRange, MessageRef, NewMessage,
-                               QueueSettings)
+                           MissingApplicationKey, NotFound, QueueMissing)
+from queuey.interfaces import IMessageStore, Message, MessageRange, MessageRef, NewMessage, QueueSettings
 from queuey.longpoll import LongPollHub
 from queuey.metrics import Metrics
 from queuey.pages import Page, cut_page
+from queuey.queuecache import QueueCache
+from queuey.rendering import message_document, render
+from queuey.sharing import SharedCalls
 from queuey.signing import UrlSigner
 from queuey.validation import (ListQuery, MessageInput, PostedMessages, QueueParameters, ReadQuery,
                                SigningRequest)
@@ -57,14 +58,7 @@ def queue_json(queue: QueueSettings) -> Result:
 
 
 def message_json(message: Message) -> Result:
-    result: Result = {"message_id": f"{message.id.int:032x}", "timestamp": timeuuid.timestamp_of(message.id),
-                      "partition": message.partition, "content_type": message.content_type}
-    try:
-        result["body"] = message.body.decode("utf-8")
-    except UnicodeDecodeError:
-        result["body"] = base64.b64encode(message.body).decode("ascii")
-        result["body_encoding"] = "base64"
-    return result
+    return message_document(message.id, message.partition, message.body, message.content_type)
 
 
 def _after(wanted: MessageRange, position: uuid.UUID) -> MessageRange:
@@ -94,6 +88,11 @@ class Queuey:
         self.metrics = metrics or Metrics()
         self.hub = LongPollHub(clock, store, config.poll_interval)
         self.metrics.watch_held(lambda: self.hub.held)
+        self.queues = QueueCache(clock, config.queue_cache_seconds)
+        self._shared_reads: SharedCalls[Page] = SharedCalls(clock)
+        #: Called with (application, queue_name) when this process changed or deleted a queue,
+        #: so that sibling workers forget it too (see queuey.workers).
+        self.on_queue_changed: Any = None
         self.visibility = VisibilityTimer(clock, self.hub.notify)
         self._ids = timeuuid.TimeUUIDGenerator(self._now_ticks)
         self._later_ids = timeuuid.LaterIds()
@@ -132,18 +131,28 @@ class Queuey:
         if principal != application:
             raise AccessDenied(f"This key may not manage the queues of {application!r}.")
 
-    async def _queue(self, application: str, queue_name: str) -> QueueSettings:
+    async def _queue(self, application: str, queue_name: str, fresh: bool = False) -> QueueSettings:
+        """The queue's settings: from the cache unless ``fresh``, else from the store."""
         self.check_application(application)
-        queue = None
+        queue = None if fresh else self.queues.get(application, queue_name)
+        if queue is not None:
+            return queue
         if validation.is_valid_name(queue_name):
             queue = await self.store.get_queue(application, queue_name)
         if queue is None:
             raise NotFound(f"No queue {queue_name!r} in application {application!r}.")
+        self.queues.put(queue)
         return queue
 
-    async def _owned_queue(self, principal: str | None, application: str, queue_name: str) -> QueueSettings:
+    async def _owned_queue(self, principal: str | None, application: str, queue_name: str,
+                           fresh: bool = False) -> QueueSettings:
         self.require_owner(principal, application)
-        return await self._queue(application, queue_name)
+        return await self._queue(application, queue_name, fresh)
+
+    def _forget_queue(self, application: str, queue_name: str) -> None:
+        self.queues.forget(application, queue_name)
+        if self.on_queue_changed is not None:
+            self.on_queue_changed(application, queue_name)
 
     async def _consumable_queue(self, principal: str | None, application: str, queue_name: str,
                                 reading: bool) -> QueueSettings:
@@ -186,7 +195,7 @@ class Queuey:
 
     async def update_queue(self, principal: str | None, application: str, queue_name: str,
                            wanted: QueueParameters) -> Result:
-        queue = await self._owned_queue(principal, application, queue_name)
+        queue = await self._owned_queue(principal, application, queue_name, fresh=True)
         if wanted.partitions is not None and wanted.partitions < queue.partitions:
             raise InvalidParameters({"partitions": f"Partitions may only grow (now {queue.partitions})."})
         updated = QueueSettings(
@@ -198,6 +207,7 @@ class Queuey:
             created=queue.created,
         )
         stored = await self.store.update_queue(updated)
+        self._forget_queue(application, queue.queue_name)
         if stored is None:
             raise NotFound(f"No queue {queue_name!r} in application {application!r}.")
         return {"status": "ok", **queue_json(stored)}
@@ -209,8 +219,10 @@ class Queuey:
                 "type": queue.type, "consistency": queue.consistency}
 
     async def delete_queue(self, principal: str | None, application: str, queue_name: str) -> Result:
-        await self._owned_queue(principal, application, queue_name)
-        if not await self.store.delete_queue(application, queue_name):
+        await self._owned_queue(principal, application, queue_name, fresh=True)
+        deleted = await self.store.delete_queue(application, queue_name)
+        self._forget_queue(application, queue_name)
+        if not deleted:
             raise NotFound(f"No queue {queue_name!r} in application {application!r}.")
         return {"status": "ok"}
 
@@ -252,39 +264,54 @@ class Queuey:
     async def post_messages(self, principal: str | None, application: str, queue_name: str,
                             posted: PostedMessages) -> Result:
         """Store one message or a batch, all or nothing."""
-        queue = await self._owned_queue(principal, application, queue_name)
+        queue = await self._writable_queue(principal, application, queue_name)
         self._check_messages(queue, posted)
-        ids = self._new_ids(posted)
-        messages = [NewMessage(message_id,
-                               m.partition or (1 if queue.partitions == 1 else self._random.randint(1, queue.partitions)),
-                               m.body, m.content_type, m.ttl) for message_id, m in zip(ids, posted.messages)]
+        messages = []
+        answers = []
+        for m, (message_id, ticks) in zip(posted.messages, self._new_ids(posted)):
+            partition = m.partition or (1 if queue.partitions == 1 else self._random.randint(1, queue.partitions))
+            hex_id, timestamp = f"{message_id.int:032x}", timeuuid.format_ticks(ticks)
+            messages.append(NewMessage(message_id, partition, m.body, m.content_type, m.ttl,
+                                       render(message_id, partition, m.body, m.content_type, hex_id, timestamp)))
+            answers.append({"key": hex_id, "timestamp": timestamp, "partition": partition})
         await self._store_messages(queue, messages)
-        return {"status": "ok", "messages": [
-            {"key": m.id.hex, "timestamp": timeuuid.timestamp_of(m.id), "partition": m.partition}
-            for m in messages]}
+        return {"status": "ok", "messages": answers}
 
-    def _new_ids(self, posted: PostedMessages) -> list[uuid.UUID]:
-        """One id per message, dated when it becomes visible: now, or ``delay`` seconds on.
+    async def _writable_queue(self, principal: str | None, application: str, queue_name: str) -> QueueSettings:
+        """The queue a write goes to: cached only where the store's write rechecks it."""
+        return await self._owned_queue(principal, application, queue_name,
+                                       fresh=not self.store.rechecks_queue_on_write)
+
+    def _new_ids(self, posted: PostedMessages) -> list[tuple[uuid.UUID, int]]:
+        """One id per message and its time in ticks, dated when it becomes visible: now, or
+        ``delay`` seconds on.
 
         Delayed messages of one batch due at the same time are dated one tick
-        (100 ns) apart, so that they keep the batch's order.
+        (100 ns) apart, so that they keep the batch's order.  A batch without
+        delays (the usual one) gets its ids in one go.
         """
+        if not any(message.delay for message in posted.messages):
+            return self._ids.next_many(len(posted.messages))
         now = self._now_ticks()
         last: dict[int, int] = {}
         ids = []
         for message in posted.messages:
             if not message.delay:
-                ids.append(self._ids.next())
+                ids.append(self._ids.next_with_ticks())
                 continue
             due = now + message.delay * timeuuid.TICKS_PER_SECOND
             ticks = last[due] = max(due, last.get(due, due - 1) + 1)
-            ids.append(self._later_ids.at(ticks))
+            ids.append((self._later_ids.at(ticks), ticks))
         return ids
 
     async def _store_messages(self, queue: QueueSettings, messages: Sequence[NewMessage]) -> None:
         """Store, then wake the readers of the partitions that got a visible message; a delayed
         message wakes them when its time comes."""
-        await self.store.put_messages(queue, messages)
+        try:
+            await self.store.put_messages(queue, messages)
+        except QueueMissing:
+            self._forget_queue(queue.application, queue.queue_name)
+            raise
         self.metrics.messages_posted.inc(len(messages))
         now = self._ids.now_ticks()
         visible = set()
@@ -316,23 +343,44 @@ class Queuey:
 
     async def _read_once(self, queue: QueueSettings, query: ReadQuery,
                          positions: Mapping[int, uuid.UUID] | None = None, budget: int | None = None) -> Page:
-        """One read of every partition asked, concurrently, each within its share of the budget;
-        a partition with a position in ``positions`` is read strictly after it (a stream's cursor)."""
+        """One read of every partition asked, each within its share of the budget; a partition
+        with a position in ``positions`` is read strictly after it (a stream's cursor)."""
         budget = budget or self.config.max_response_bytes
         share = max(budget // len(query.partitions), self.config.max_message_bytes)
         wanted = self._range(queue, query, share)
-        ranges = [wanted if not positions or p not in positions else _after(wanted, positions[p])
-                  for p in query.partitions]
-        groups = await gather([self.store.read_messages(queue, p, r) for p, r in zip(query.partitions, ranges)])
+        if not positions:  # one store call for every partition
+            groups = await self.store.read_rendered(queue, query.partitions, wanted)
+        else:
+            groups = [group for (group,) in await gather([
+                self.store.read_rendered(queue, (p,), _after(wanted, positions[p]) if p in positions else wanted)
+                for p in query.partitions])]
         return cut_page(query.partitions, groups, query.limit, share, budget)
 
+    def _read_shared(self, queue: QueueSettings, query: ReadQuery,
+                     positions: Mapping[int, uuid.UUID] | None = None, budget: int | None = None) -> defer.Deferred[Page]:
+        """The read of a woken long-poll or stream, shared by every woken read that asks for the same page.
+
+        The key holds the hub's generation, which each wake-up moves on: a read
+        joins only reads started after what woke it, so it never misses that.
+        """
+        key = (queue.application, queue.queue_name, queue.created, query.partitions, query.since_ticks,
+               query.since_id, query.after_id, query.limit, query.descending,
+               tuple(sorted((positions or {}).items())), budget, self.hub.generation)
+        return self._shared_reads.call(key, lambda: defer.ensureDeferred(
+            self._read_once(queue, query, positions, budget)))
+
     async def read_after(self, queue: QueueSettings, query: ReadQuery, positions: Mapping[int, uuid.UUID],
-                         budget: int) -> Page:
+                         budget: int, woken: bool = False) -> Page:
         """What a stream reads next: ``query``'s partitions after their ``positions`` (or from the
-        query's own bound), within ``budget`` body bytes, up to now less the read delay."""
-        page = await self._read_once(queue, query, positions, budget)
+        query's own bound), within ``budget`` body bytes, up to now less the read delay.  ``woken``
+        (a wake-up just ended its wait): shared with the streams at the same place."""
+        read = self._read_shared if woken and not self._read_delay(queue) else self._read_once
+        page = await read(queue, query, positions, budget)
         self.metrics.messages_read.inc(len(page.messages))
         return page
+
+    def _read_delay(self, queue: QueueSettings) -> float:
+        return self.config.delays.get(queue.consistency, 0.0)
 
     async def followable(self, principal: str | None, application: str, queue_name: str,
                          query: ReadQuery) -> tuple[QueueSettings, ReadQuery]:
@@ -353,7 +401,7 @@ class Queuey:
         is old enough for the queue's read delay; False when ``timeout`` passes first."""
         deadline = self.clock.seconds() + timeout
         arrived = await self.hub.wait(queue, partitions, looked_at, timeout)
-        delay = self.config.delays.get(queue.consistency, 0.0)
+        delay = self._read_delay(queue)
         if arrived and delay:  # the new message becomes readable only after the read delay
             await task.deferLater(self.clock, min(delay, max(deadline - self.clock.seconds(), 0)))
         return arrived
@@ -364,17 +412,20 @@ class Queuey:
         queue = await self._consumable_queue(principal, application, queue_name, reading=True)
         query = query.for_partitions(queue.partitions)
         deadline = self.clock.seconds() + query.wait
-        while True:
-            looked_at = self._now_ticks()
-            page = await self._read_once(queue, query)
+        looked_at = self._now_ticks()
+        page = await self._read_once(queue, query)
+        while not page.messages:
             remaining = deadline - self.clock.seconds()
-            if page.messages or remaining <= 0:
+            if remaining <= 0:
                 break
             if not await self.wait_for_messages(queue, query.partitions, looked_at, remaining):
-                page = await self._read_once(queue, query)
+                page = await self._read_once(queue, query)  # time is up: one last look
                 break
+            looked_at = self._now_ticks()
+            page = await (self._read_once(queue, query) if self._read_delay(queue)
+                          else self._read_shared(queue, query))
         self.metrics.messages_read.inc(len(page.messages))
-        result: Result = {"status": "ok", "messages": [message_json(m) for m in page.messages]}
+        result: Result = {"status": "ok", "messages": page.encoded()}
         if page.truncated:
             result["truncated"] = True
             result["resume"] = {str(p): after for p, after in page.resume.items()}
@@ -390,7 +441,7 @@ class Queuey:
     async def replace_messages(self, principal: str | None, application: str, queue_name: str,
                                refs: Sequence[MessageRef], message: MessageInput) -> Result:
         """PUT: each listed message gets this body (and TTL), keeping id and timestamp."""
-        queue = await self._owned_queue(principal, application, queue_name)
+        queue = await self._writable_queue(principal, application, queue_name)
         refs = self._refs(queue, refs)
         self._check_messages(queue, PostedMessages((message,), batch=False))
         ahead = self._now_ticks() + round(self.config.max_future_id_seconds * timeuuid.TICKS_PER_SECOND)

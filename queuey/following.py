@@ -18,6 +18,7 @@ from twisted.internet import defer
 from queuey import timeuuid
 from queuey.errors import InvalidParameters
 from queuey.interfaces import Message, QueueSettings
+from queuey.rendering import parse_rendered
 from queuey.validation import MAX_PARTITIONS, ReadQuery, parse_int, parse_message_id
 
 CURSOR_FIELD = "Last-Event-ID"
@@ -49,10 +50,11 @@ def format_cursor(positions: dict[int, uuid.UUID]) -> str:
 
 @dataclass(frozen=True)
 class Delivery:
-    """A message to send, and the cursor once it is sent."""
+    """A message to send (and its JSON, as rendered when it was written), and the cursor once it is sent."""
 
     message: Message
     cursor: str
+    json: bytes
 
 
 class Follower:
@@ -70,29 +72,36 @@ class Follower:
             raise InvalidParameters({CURSOR_FIELD: f"The cursor names partition {beyond[0]}, which this "
                                                    "stream does not read."})
         self._looked_at = 0
+        self._woken = False
 
     async def read(self, budget: int) -> tuple[list[Delivery], bool]:
         """The next messages (their bodies within ``budget`` bytes, one at least), and whether
-        more may be there already."""
+        more may be there already.  A read right after a wake-up shares its store read with the
+        other streams woken at the same place."""
         self._looked_at = round(self._core.clock.seconds() * timeuuid.TICKS_PER_SECOND)
-        page = await self._core.read_after(self.queue, self.query, self.positions, budget)
-        groups: dict[int, list[Message]] = {}
-        for message in page.messages:
-            groups.setdefault(message.partition, []).append(message)
+        woken, self._woken = self._woken, False
+        page = await self._core.read_after(self.queue, self.query, self.positions, budget, woken)
+        groups: dict[int, list[tuple[Message, bytes]]] = {}
+        for _, json in page.messages:  # (body size, rendered JSON)
+            message = parse_rendered(json)
+            groups.setdefault(message.partition, []).append((message, json))
         more = page.truncated or any(len(group) >= self.query.limit for group in groups.values())
         deliveries = []
-        for message in _in_time_order(groups.values()):
+        for message, json in _in_time_order(groups.values()):
             self.positions[message.partition] = message.id
-            deliveries.append(Delivery(message, format_cursor(self.positions)))
+            deliveries.append(Delivery(message, format_cursor(self.positions), json))
         return deliveries, more
 
     def wait(self, timeout: float) -> defer.Deferred[bool]:
         """True once a message may have arrived since the last read (read delay included),
         False after ``timeout`` seconds.  Cancel it to stop waiting."""
+        def woke(arrived: bool) -> bool:
+            self._woken = arrived
+            return arrived
         return defer.ensureDeferred(self._core.wait_for_messages(self.queue, self.query.partitions,
-                                                                 self._looked_at, timeout))
+                                                                 self._looked_at, timeout)).addCallback(woke)
 
 
-def _in_time_order(groups: Any) -> Sequence[Message]:
+def _in_time_order(groups: Any) -> Sequence[tuple[Message, bytes]]:
     """Each partition's messages (each group in order) merged into the store's id order."""
-    return list(heapq.merge(*groups, key=lambda m: timeuuid.sort_key(m.id)))
+    return list(heapq.merge(*groups, key=lambda pair: timeuuid.sort_key(pair[0].id)))

@@ -1,10 +1,17 @@
 """Holding range reads until a message arrives (long-poll).
 
-Posts through this process wake the held reads of their partitions at once.
-Posts through other server processes are noticed by one poll per watched
-queue per ``poll_interval`` (not one per held request): the hub asks the
-store for the newest id of each watched partition and wakes the reads that
-waited since before it.
+Posts through this process wake the held reads of their partitions at once;
+so do posts through its sibling workers (``notify(..., local=False)``, from
+:mod:`queuey.workers`).  Posts through other server processes are noticed by
+one poll per watched queue per ``poll_interval`` (not one per held request):
+the hub asks the store for the newest id of each watched partition and wakes
+the reads that waited since before it.
+
+Any long-lived reader (a held read, a stream) waits with ``wait()`` and is
+woken by ``notify()``.  ``generation`` moves on before every wake-up: reads
+made after a wake-up may share one storage read (see
+``Queuey._read_after_wake``), reads made before it may not, so none misses
+what woke it.
 """
 
 from __future__ import annotations
@@ -49,6 +56,12 @@ class LongPollHub:
         self._poll = LoopingCall(self._check_store)
         self._poll.clock = clock
         self.held = 0
+        #: Moves on before every wake-up: reads started since may share their page
+        #: (see Queuey._read_after_wake); reads started before may not.
+        self.generation = 0
+        #: Called with (application, queue_name, partitions) on each local post, for the
+        #: sibling workers (queuey.workers) to wake their reads too.
+        self.on_local_post: Callable[[str, str, Iterable[int]], None] | None = None
 
     def wait(self, queue: QueueSettings, partitions: tuple[int, ...], since_ticks: int,
              timeout: float) -> defer.Deferred[bool]:
@@ -67,11 +80,15 @@ class LongPollHub:
                 lambda f: log.failure("Long-poll store check stopped", f))
         return waiter.deferred
 
-    def notify(self, application: str, queue_name: str, partitions: Iterable[int]) -> None:
-        """Messages were stored on these partitions: wake whoever waits on them."""
+    def notify(self, application: str, queue_name: str, partitions: Iterable[int], local: bool = True) -> None:
+        """Messages were stored on these partitions (by this process when ``local``): wake whoever
+        waits on them here, and tell the sibling workers of a local post."""
+        if local and self.on_local_post is not None:
+            self.on_local_post(application, queue_name, partitions)
         woken: set[_Waiter] = set()
         for partition in partitions:
             woken.update(self._waiters.get((application, queue_name, partition), ()))
+        self.generation += 1
         for waiter in woken:
             self._fire(waiter, True)
 
@@ -112,6 +129,7 @@ class LongPollHub:
             except Exception:
                 log.failure("Long-poll check of {queue} failed", queue=queue_name)
                 continue
+            self.generation += 1
             for partition, message_id in newest.items():
                 ticks = timeuuid.ticks_from_uuid(message_id)
                 for waiter in list(self._waiters.get((application, queue_name, partition), ())):

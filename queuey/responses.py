@@ -15,6 +15,7 @@ from zope.interface import implementer
 from queuey.errors import (AccessDenied, BodyTooLarge, InvalidApplicationKey, InvalidParameters,
                            MethodNotAllowed, MissingApplicationKey, NotFound, QueueExists, QueueyError,
                            StorageUnavailable)
+from queuey.rendering import EncodedList
 
 JSON = b"application/json"
 #: Pieces of a response are joined up to this size before each write.
@@ -113,6 +114,7 @@ def render_error(request: IRequest, error: QueueyError) -> bytes:
 def json_pieces(document: dict[str, Any], listed: str) -> tuple[list[bytes], int]:
     """``document`` as JSON in pieces, one per entry of its list ``listed``, and their total length.
 
+    ``listed`` may also be an :class:`EncodedList`, whose pieces are used as they are.
     Keys keep their order.  Encoding entry by entry lets a long answer be written
     (and let go of) piece by piece instead of as one more copy of the whole.
     """
@@ -120,7 +122,11 @@ def json_pieces(document: dict[str, Any], listed: str) -> tuple[list[bytes], int
     separator = b"{"
     for key, value in document.items():
         name = orjson.dumps(key)
-        if key == listed:
+        if key == listed and isinstance(value, EncodedList):  # encoded once, maybe for many answers
+            pieces.append(separator + name + b":[")
+            pieces.extend(value.pieces)
+            pieces.append(b"]")
+        elif key == listed:
             pieces.append(separator + name + b":[")
             pieces.extend(orjson.dumps(entry) if index == 0 else b"," + orjson.dumps(entry)
                           for index, entry in enumerate(value))
@@ -181,16 +187,17 @@ class ResponseWriter:
         return not self._stopped
 
     async def write_all(self, pieces: list[bytes]) -> bool:
-        """Write ``pieces``, joined into writes of about WRITE_SIZE bytes, letting go of each
-        piece once it is written (the list is emptied)."""
+        """Write ``pieces``, small ones joined into writes of about WRITE_SIZE bytes, letting go
+        of each piece once it is written (the list is emptied)."""
         pieces.reverse()
         while pieces:
             batch = [pieces.pop()]
             size = len(batch[0])
-            while pieces and size < WRITE_SIZE:
+            while pieces and size < WRITE_SIZE and len(pieces[-1]) < WRITE_SIZE:
                 batch.append(pieces.pop())
                 size += len(batch[-1])
-            if not await self.write(b"".join(batch)):
+            # A piece as large as a write goes alone, as it is: joining it would copy it.
+            if not await self.write(batch[0] if len(batch) == 1 else b"".join(batch)):
                 return False
             del batch
         return not self._stopped

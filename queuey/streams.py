@@ -14,12 +14,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-import orjson
 from twisted.internet import defer, task
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
-from queuey.core import message_json
 from queuey.errors import QueueyError
 from queuey.following import Delivery, Follower
 from queuey.metrics import Metrics
@@ -50,8 +48,7 @@ def wants_events(method: bytes, accept: bytes | None) -> bool:
 
 def event_bytes(delivery: Delivery) -> bytes:
     """One message as an event: the cursor after it as ``id``, its range-read JSON as ``data``."""
-    return (b"id: " + delivery.cursor.encode("ascii") + b"\ndata: " + orjson.dumps(message_json(delivery.message))
-            + b"\n\n")
+    return b"id: " + delivery.cursor.encode("ascii") + b"\ndata: " + delivery.json + b"\n\n"
 
 
 @dataclass(frozen=True)

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import resource
+import socket
 import sys
-from typing import Any
+from typing import Any, Callable, Sequence
 
 from twisted.application import service
 from twisted.internet import endpoints
@@ -12,10 +14,11 @@ from twisted.internet import defer
 from twisted.logger import Logger
 from twisted.python import usage
 
+from queuey import workers as workers_module
 from queuey.app import QueueyApp
 from queuey.channel import QueueySite
 from queuey.connections import connection_cap
-from queuey.config import DEFAULT_PORT, Config, ConfigError, development_config, describe_problems, load_config
+from queuey.config import DEFAULT_PORT, Config, ConfigError, describe_problems, development_config, load_config
 from queuey.core import Queuey
 from queuey.storage import make_store
 from queuey.streams import Streams
@@ -29,9 +32,16 @@ class Options(usage.Options):
     optParameters = [
         ["config", "c", None, "Path of the ini configuration file."],
         ["port", "p", DEFAULT_PORT, "Server endpoint string to listen on (e.g. tcp:5000, unix:/tmp/q.sock)."],
+        ["workers", "w", 1, "Processes serving the port together (one per core; see queuey.workers).", int],
+        # Set by worker 0 for the workers it starts; not for people.
+        ["listen-fd", None, None, "(internal) serve this inherited listening socket.", int],
+        ["worker-index", None, 0, "(internal) this worker's number.", int],
+        ["worker-bus", None, None, "(internal) the workers' bus directory."],
     ]
 
     def postOptions(self) -> None:
+        if not 1 <= self["workers"] <= 64:
+            raise usage.UsageError("--workers must be from 1 to 64")
         self.config = configuration(self["config"], "twistd queuey")
 
 
@@ -74,13 +84,20 @@ class QueueyService(service.MultiService):
 
 
 class ListeningService(service.Service):
-    """Listens on an endpoint string with Queuey's site, whose connection cap may pause accepting."""
+    """Listens on an endpoint string with Queuey's site, whose connection cap may pause accepting.
+
+    ``on_listening`` callables get the port once it listens.
+    """
 
     def __init__(self, description: str, site: QueueySite, reactor: Any) -> None:
         self.endpoint = endpoints.serverFromString(reactor, description)
         self.site = site
         self._reactor = reactor
         self.port: Any = None
+        self.on_listening: list[Callable[[Any], None]] = []
+
+    def _listen(self) -> defer.Deferred[Any]:
+        return self.endpoint.listen(self.site)
 
     def startService(self) -> None:
         super().startService()
@@ -88,17 +105,38 @@ class ListeningService(service.Service):
         def listening(port: Any) -> None:
             self.port = port
             self.site.connections.watch(port)
+            for call in self.on_listening:
+                call(port)
 
         def failed(failure: Any) -> None:
             log.critical("Could not listen: {error}", error=failure.getErrorMessage())
             self._reactor.stop()
 
-        self.endpoint.listen(self.site).addCallbacks(listening, failed)
+        defer.maybeDeferred(self._listen).addCallbacks(listening, failed)
 
     def stopService(self) -> Any:
         super().stopService()
         port, self.port = self.port, None
         return port.stopListening() if port is not None else None
+
+
+class InheritedPortService(ListeningService):
+    """Serves a listening socket inherited from worker 0 (``--listen-fd``)."""
+
+    def __init__(self, fd: int, site: QueueySite, reactor: Any) -> None:
+        service.Service.__init__(self)
+        self.fd = fd
+        self.site = site
+        self._reactor = reactor
+        self.port = None
+        self.on_listening = []
+
+    def _listen(self) -> Any:
+        with socket.socket(fileno=os.dup(self.fd)) as probe:
+            family = probe.family
+        port = self._reactor.adoptStreamPort(self.fd, family, self.site)  # adopts a duplicate
+        os.close(self.fd)
+        return port
 
 
 def configuration(path: str | None, program: str) -> Config:
@@ -111,8 +149,11 @@ def configuration(path: str | None, program: str) -> Config:
         raise SystemExit(2) from None
 
 
-def make_service(config: Config, port: str, reactor: Any) -> service.MultiService:
-    """The Queuey service: the store, then an HTTP site on ``port``."""
+def make_service(config: Config, port: str, reactor: Any, workers: int = 1, listen_fd: int | None = None,
+                 worker_index: int = 0, worker_bus: str | None = None,
+                 worker_arguments: Sequence[str] = ()) -> service.MultiService:
+    """The Queuey service: the store, then an HTTP site on ``port`` (or on ``listen_fd``);
+    with ``workers`` > 1, the workers' bus, and in worker 0 the other workers' supervisor."""
     store = make_store(config, reactor)
     core = Queuey(config, store, reactor)
     file_limit = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
@@ -123,10 +164,15 @@ def make_service(config: Config, port: str, reactor: Any) -> service.MultiServic
         log.warn("[limits] max_connections = {configured} does not fit the open-file limit ({files}); "
                  "serving at most {cap} connections at once", configured=config.max_connections,
                  files=file_limit, cap=cap)
-    app = QueueyApp(core)
+    app = QueueyApp(core, worker_index)
     site = app.site(reactor, max_connections=cap)
     top = QueueyService(core, reactor, app.streams)
-    ListeningService(port, site, reactor).setServiceParent(top)
+    listener = ListeningService(port, site, reactor) if listen_fd is None else InheritedPortService(
+        listen_fd, site, reactor)
+    if workers > 1:
+        workers_module.add_worker_services(top, listener.on_listening, core, reactor, workers, worker_index,
+                                           worker_bus, worker_arguments)
+    listener.setServiceParent(top)
     return top
 
 
@@ -148,4 +194,7 @@ def makeService(options: Options) -> service.MultiService:
     except ValueError as e:
         sys.stderr.write(f"twistd queuey: --port {options['port']!r} is not an endpoint string: {e}\n")
         raise SystemExit(2) from None
-    return make_service(config, options["port"], reactor)
+    arguments = ["--config", os.path.abspath(options["config"])] if options["config"] else []
+    return make_service(config, options["port"], reactor, workers=options["workers"],
+                        listen_fd=options["listen-fd"], worker_index=options["worker-index"],
+                        worker_bus=options["worker-bus"], worker_arguments=arguments)

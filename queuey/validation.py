@@ -11,7 +11,7 @@ import functools
 import re
 import uuid
 from dataclasses import dataclass, replace
-from typing import Any, Callable, Mapping, TypeVar
+from typing import Any, Callable, Mapping, NamedTuple, TypeVar
 
 from queuey import timeuuid
 from queuey.errors import InvalidParameters
@@ -279,10 +279,9 @@ def parse_message_refs(text: str) -> tuple[MessageRef, ...]:
     return tuple(dict.fromkeys(refs))
 
 
-@dataclass(frozen=True)
-class MessageInput:
+class MessageInput(NamedTuple):
     """One message to post, checked; ``partition`` None means 'pick one'; ``delay`` seconds
-    until it becomes visible."""
+    until it becomes visible.  (A tuple, as NewMessage: a batch makes one per message.)"""
 
     body: bytes
     content_type: str
@@ -326,6 +325,9 @@ def parse_batch(document: Any, partitions: int) -> tuple[MessageInput, ...]:
     collect = _Collector()
     checked = []
     for index, entry in enumerate(entries):
+        if type(entry) is dict and len(entry) == 1 and type(body := entry.get("body")) is str and body:
+            checked.append(MessageInput(body.encode("utf-8"), DEFAULT_CONTENT_TYPE, DEFAULT_TTL, None))
+            continue  # the usual entry, {"body": "..."}: nothing else to check
         if not isinstance(entry, dict):
             collect.errors[str(index)] = "Each message must be a JSON object with a body."
             continue
@@ -336,8 +338,8 @@ def parse_batch(document: Any, partitions: int) -> tuple[MessageInput, ...]:
         if not isinstance(body, str) or not body:
             collect.errors[f"{index}.body"] = "Must be a non-empty string."
             body = ""
-        content_type = collect.run(f"{index}.content_type",
-                                   lambda: parse_media_type(entry.get("content_type", DEFAULT_CONTENT_TYPE)))
+        content_type = (collect.run(f"{index}.content_type", lambda: parse_media_type(entry["content_type"]))
+                        if "content_type" in entry else DEFAULT_CONTENT_TYPE)
         ttl = collect.run(f"{index}.ttl", lambda: parse_ttl(entry["ttl"])) if "ttl" in entry else DEFAULT_TTL
         partition = (collect.run(f"{index}.partition", lambda: parse_partition(entry["partition"], partitions))
                      if "partition" in entry else None)

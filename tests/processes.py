@@ -13,6 +13,16 @@ from twisted.trial import unittest
 TWISTD = [sys.executable, "-c", "from twisted.scripts.twistd import run; run()"]
 
 
+def config_in_temp_dir(test: unittest.TestCase, text: str) -> tuple[str, str]:
+    """A new directory for ``test`` holding ``queuey.ini`` with ``text``: (directory, config path)."""
+    directory = os.path.abspath(test.mktemp())
+    os.makedirs(directory)
+    config = os.path.join(directory, "queuey.ini")
+    with open(config, "w") as handle:
+        handle.write(text)
+    return directory, config
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -75,6 +85,29 @@ def start_queuey(test: unittest.TestCase, config: str, port: int | None = None, 
     return process
 
 
+def _stat(pid: int) -> list[str] | None:
+    try:
+        with open(f"/proc/{pid}/stat") as handle:
+            return handle.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+
+
+def running(pid: int) -> bool:
+    """True while ``pid`` runs (Linux /proc: exists and is no zombie)."""
+    fields = _stat(pid)
+    return fields is not None and fields[0] != "Z"
+
+
+def children_of(pid: int) -> list[int]:
+    """The running processes whose parent is ``pid`` (Linux /proc)."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            fields = _stat(int(entry))
+            if fields is not None and fields[1] == str(pid) and fields[0] != "Z":
+                found.append(int(entry))
+    return found
 class CommandProcess(protocol.ProcessProtocol):
     """A command's stdout and stderr as they come; ``ended`` fires with its exit code (-signal if killed)."""
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import time
 import uuid
 from typing import Any
@@ -12,7 +11,7 @@ from twisted.internet import defer, reactor, task
 from twisted.trial import unittest
 
 from tests.services import CASSANDRA, require
-from tests.processes import start_queuey
+from tests.processes import config_in_temp_dir, start_queuey
 
 KEY = "e2e-key"
 CONFIG = """
@@ -37,11 +36,7 @@ class CassandraProcessTests(unittest.TestCase):
 
     def setUp(self) -> None:
         hosts = require(CASSANDRA, "Cassandra")
-        self.dir = os.path.abspath(self.mktemp())
-        os.makedirs(self.dir)
-        self.config = os.path.join(self.dir, "queuey.ini")
-        with open(self.config, "w") as f:
-            f.write(CONFIG.format(key=KEY, hosts=hosts))
+        self.dir, self.config = config_in_temp_dir(self, CONFIG.format(key=KEY, hosts=hosts))
         self.headers = {"Authorization": f"Application {KEY}"}
         self.queue = "q" + uuid.uuid4().hex[:12]
 

@@ -6,11 +6,12 @@ its ``host:port``.  Without it these tests skip, except under CI=true.
 
 from __future__ import annotations
 
+import json
 import time
 import uuid
 from typing import Any
 
-from twisted.internet import defer, reactor, task
+from twisted.internet import defer, reactor, task, threads
 from twisted.trial import unittest
 
 from queuey import timeuuid
@@ -237,6 +238,65 @@ class SmallBucketTests(CassandraStoreMixin, unittest.TestCase):
             timeuuid.ticks_from_uuid(message_id), 9, 1), 2, b"b", "text/plain", 60)])
         self.assertEqual(written.count("index_bucket"), 1)
         self.assertEqual(written.count("put_message"), 2)
+
+
+class UpgradeTests(CassandraStoreMixin, unittest.TestCase):
+    """A keyspace whose messages table predates rendered messages: columns added at open, nothing lost."""
+
+    timeout = 120
+    storage = {"keyspace": "queuey_test_upgrade"}
+
+    def _old_keyspace(self, message_id: uuid.UUID, created: int) -> None:
+        """Blocking (a thread): the keyspace as the previous version left it, one message in it."""
+        from cassandra.cluster import Cluster
+        host, _, port = require(CASSANDRA, "Cassandra").partition(":")
+        cluster = Cluster([host], port=int(port or 9042), protocol_version=5)
+        try:
+            session = cluster.connect()
+            keyspace = self.storage["keyspace"]
+            session.execute(f"DROP KEYSPACE IF EXISTS {keyspace}", timeout=60)
+            session.execute(f"CREATE KEYSPACE {keyspace} WITH replication = "
+                            "{'class': 'SimpleStrategy', 'replication_factor': 1}", timeout=60)
+            for statement in _schema_before_rendering(keyspace):
+                session.execute(statement, timeout=60)
+            session.execute(f"INSERT INTO {keyspace}.queues (application, queue_name, partitions, type, "
+                            "consistency, principles, created) VALUES (%s, 'old', 1, 'user', 'strong', '', %s)",
+                            (APP, created))
+            session.execute(f"INSERT INTO {keyspace}.settings (name, value) VALUES ('bucket_seconds', '3600')")
+            bucket = timeuuid.ticks_from_uuid(message_id) - timeuuid.ticks_from_uuid(message_id) % (
+                3600 * timeuuid.TICKS_PER_SECOND)
+            session.execute(f"INSERT INTO {keyspace}.messages (application, queue_name, incarnation, partition, "
+                            "bucket, id, content_type, body) VALUES (%s, 'old', %s, 1, %s, %s, 'text/plain', "
+                            "%s) USING TTL 3600", (APP, created, bucket, message_id, b"from before"))
+            session.execute(f"INSERT INTO {keyspace}.message_buckets (application, queue_name, incarnation, "
+                            "partition, bucket, expires) VALUES (%s, 'old', %s, 1, %s, 0) USING TTL 7200",
+                            (APP, created, bucket))
+        finally:
+            cluster.shutdown()
+
+    @defer.inlineCallbacks
+    def test_old_rows_read_and_new_ones_rendered(self) -> Any:
+        created, old_id = real_ticks(), timeuuid.make_uuid(real_ticks() - 10 * timeuuid.TICKS_PER_SECOND, 1, 2)
+        yield threads.deferToThread(self._old_keyspace, old_id, created)
+        store = self.make_store()
+        yield store.open()
+        self.addCleanup(store.close)
+        queue = yield store.get_queue(APP, "old")
+        new = NewMessage(timeuuid.make_uuid(real_ticks(), 1, 3), 1, b"from now", "text/plain", 3600)
+        yield store.put_messages(queue, [new])
+        read = yield store.read_messages(queue, 1, MessageRange())
+        self.assertEqual([(m.id, m.body) for m in read], [(old_id, b"from before"), (new.id, b"from now")])
+        rendered = yield store.read_rendered(queue, (1,), MessageRange())
+        self.assertEqual([json.loads(r.json)["body"] for r in rendered[0]], ["from before", "from now"])
+        got = yield store.get_messages(queue, [MessageRef(1, old_id), MessageRef(1, new.id)])
+        self.assertEqual([m.body for m in got], [b"from before", b"from now"])
+
+
+def _schema_before_rendering(keyspace: str) -> list[str]:
+    """The tables as the version before rendered messages created them (messages without size, rendered)."""
+    from queuey.storage.cassandra import schema_cql
+    statements = schema_cql(keyspace, {"class": "SimpleStrategy", "replication_factor": 1})[1:]
+    return [statement.replace(", size int, rendered blob", "") for statement in statements]
 
 
 class UnavailableTests(unittest.TestCase):

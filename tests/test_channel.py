@@ -5,9 +5,15 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from hypothesis import given
+from hypothesis import strategies as st
 from twisted.internet.address import IPv4Address
+from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 from twisted.trial import unittest
+from twisted.web import http
+
+from queuey.channel import BatchedAccessLog, access_log_line
 
 from queuey.connections import RESERVED_FILES, ConnectionCap, Verdict, connection_cap, refusing_cap_for
 from queuey.config import Config
@@ -262,3 +268,34 @@ class WriterTests(unittest.TestCase):
         done = defer.ensureDeferred(writer.write_all([b"a" * 70000, b"b" * 70000]))
         writer.stopProducing()
         self.assertEqual(self.successResultOf(done), False)
+
+
+class AccessLogTests(unittest.TestCase):
+    @given(st.binary(max_size=40), st.binary(max_size=40), st.none() | st.binary(max_size=20),
+           st.sampled_from([b"GET", b"POST", b"P\"UT"]), st.integers(100, 599), st.integers(0, 10 ** 6))
+    def test_lines_are_twisteds(self, uri: bytes, agent: bytes, referer: bytes | None, method: bytes,
+                                code: int, sent: int) -> None:
+        class Request:
+            clientproto = b"HTTP/1.1"
+
+            def getClientAddress(self) -> Any:
+                return IPv4Address("TCP", "127.0.0.1", 4321)
+
+            def getHeader(self, name: bytes) -> bytes | None:
+                return {b"user-agent": agent, b"referer": referer}.get(name)
+
+        request = Request()
+        request.method, request.uri, request.code, request.sentLength = method, uri, code, sent  # type: ignore[attr-defined]
+        stamp = "[27/Nov/2026:11:00:36 +0000]"
+        self.assertEqual(access_log_line(stamp, request), http.combinedLogFormatter(stamp, request))
+
+    def test_lines_are_batched_into_one_event(self) -> None:
+        clock = Clock()
+        log = BatchedAccessLog(clock, delay=0.25)
+        events: list[dict[str, Any]] = []
+        log._log.observer = events.append  # type: ignore[assignment]
+        log.write("one\n")
+        log.write("two\n")
+        self.assertEqual(events, [])
+        clock.advance(0.25)
+        self.assertEqual([event["access"] for event in events], ["one\ntwo"])

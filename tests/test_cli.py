@@ -383,8 +383,9 @@ class CheckConfigTests(CommandCase):
 
 class ServeTests(CommandCase):
 
-    async def serves(self, *args: str) -> None:
-        """``queuey serve ARGS`` answers on its port until SIGTERM, then shuts down cleanly."""
+    async def serves(self, *args: str, workers: int = 1) -> None:
+        """``queuey serve ARGS`` answers on its port (from each of its ``workers``) until SIGTERM,
+        then shuts down cleanly."""
         port = free_port()
         config = self.write("queuey.ini", SERVER_CONFIG.format(directory=self.directory))
         process = spawn_command(self, [QUEUEY, "serve", "--config", config, *[a.format(port=port) for a in args]],
@@ -395,6 +396,13 @@ class ServeTests(CommandCase):
             await response.content()
             return response.code == 200
         await wait_for(heartbeat, 60, "queuey serve to answer")
+        seen: set[int] = set()
+
+        async def every_worker() -> bool:
+            response = await treq.get(f"http://127.0.0.1:{port}/__version__", persistent=False)
+            seen.add((await response.json())["worker"])
+            return seen == set(range(workers))
+        await wait_for(every_worker, 60, f"each of the {workers} workers to answer")
         process.transport.signalProcess(signal.SIGTERM)
         await process.ended
         self.assertIn(b"Server Shut Down.", process.out)
@@ -405,6 +413,10 @@ class ServeTests(CommandCase):
 
     def test_further_options_go_to_twistd_queuey(self) -> defer.Deferred[None]:
         return defer.ensureDeferred(self.serves("--", "--port=tcp:{port}:interface=127.0.0.1"))
+
+    def test_workers_go_to_twistd_queuey(self) -> defer.Deferred[None]:
+        return defer.ensureDeferred(self.serves("--workers", "2", "--port", "tcp:{port}:interface=127.0.0.1",
+                                                workers=2))
 
     async def _unknown(self) -> None:
         refused = await self.queuey("serve", "--bogus", "3", expect=ExitCode.USAGE)

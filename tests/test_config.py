@@ -74,6 +74,16 @@ class ConfigTests(unittest.TestCase):
             "[limits] max_message_bytes: 'lots' is not a whole number"))
         self.assertEqual(str(error).splitlines(), list(error.problems))
 
+    def test_queue_cache_seconds_for_either_backend(self) -> None:
+        self.assertEqual(parse_config(GOOD).queue_cache_seconds, 1.0)
+        cached = GOOD.replace("path = var/queuey.sqlite", "path = var/queuey.sqlite\nqueue_cache_seconds = 0")
+        self.assertEqual(parse_config(cached).queue_cache_seconds, 0.0)
+        self.assertEqual(parse_config(cached).warnings, ())
+        error = self.assertRaises(ConfigError, parse_config, cached.replace(
+            "queue_cache_seconds = 0", "queue_cache_seconds = -1").replace("262144", "lots"))
+        self.assertEqual(error.problems, ("[limits] max_message_bytes: 'lots' is not a whole number",
+                                          "[storage] queue_cache_seconds: must be at least 0, not -1"))
+
     def test_unknown_settings_are_warnings(self) -> None:
         config = parse_config(GOOD + "max_mesage_bytes = 5\n[longpol]\npoll_interval = 2\n")
         self.assertEqual(config.warnings, ("[limits] max_mesage_bytes: unknown setting, ignored",

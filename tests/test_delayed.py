@@ -154,12 +154,12 @@ class DelayedWakeTests(unittest.TestCase):
         yield self.post_later(self.here, b"far", 3600)   # newest in the partition, for an hour
         yield self.post_later(self.here, b"soon", 10)
         held = self.hold(self.elsewhere, "wait=60&partitions=1")
-        reads = self.store.calls["read_messages"]
+        reads = self.store.calls["read_rendered"]
         for _ in range(9):
             self.elsewhere.advance(1.0)
         self.assertNoResult(held)
         # The far message, newest in the partition, is not taken for an arrival at each poll.
-        self.assertEqual(self.store.calls["read_messages"], reads)
+        self.assertEqual(self.store.calls["read_rendered"], reads)
         self.elsewhere.advance(1.0)  # "soon" is visible now; this process hears of it by its poll
         self.assertEqual((yield self.held_bodies(held)), ["soon"])
 

@@ -164,3 +164,55 @@ class LongPollWithDelayTests(LongPollCase):
         self.memory.advance(2)
         self.assertEqual((yield self.bodies(self.get("wait=30"))), ["there"])
 
+
+
+class LaterStore(CountingStore):
+    """A CountingStore whose range reads answer on the next turn of the clock, as a threaded store's do."""
+
+    def __init__(self, store: Any, clock: Any) -> None:
+        super().__init__(store)
+        self._clock = clock
+
+    def __getattr__(self, name: str) -> Any:
+        counted = super().__getattr__(name)
+        if name != "read_rendered":
+            return counted
+
+        def later(*args: Any, **kwargs: Any) -> defer.Deferred[Any]:
+            result = counted(*args, **kwargs)
+            delayed: defer.Deferred[Any] = defer.Deferred()
+            self._clock.callLater(0, result.chainDeferred, delayed)
+            return delayed
+        return later
+
+
+class SharedWakeTests(unittest.TestCase):
+    @defer.inlineCallbacks
+    def setUp(self) -> Any:
+        config = Config(application_keys=DEFAULT_KEYS, poll_interval=0)
+        memory = MemoryQueuey(config)
+        self.memory = MemoryQueuey(config, clock=memory.clock, store=LaterStore(memory.store, memory.clock))
+        self.addCleanup(self.memory.close)
+        response = yield self.memory.treq.post(self.memory.url("/v1/queuey"), data={"queue_name": "q"},
+                                               headers=self.memory.auth())
+        self.assertEqual(response.code, 201)
+
+    def get(self, query: str) -> defer.Deferred[Any]:
+        return self.memory.treq.get(self.memory.url(f"/v1/queuey/q?{query}"), headers=self.memory.auth())
+
+    @defer.inlineCallbacks
+    def test_reads_woken_together_for_the_same_page_share_one_read(self) -> Any:
+        same = [self.get("wait=30") for _ in range(5)]
+        other = self.get("wait=30&limit=7")
+        self.memory.advance(0)
+        self.assertEqual(self.memory.core.hub.held, 6)
+        before = self.memory.store.calls["read_rendered"]
+        posted = self.memory.treq.post(self.memory.url("/v1/queuey/q"), data=b"hello",
+                                       headers={**self.memory.auth(), "Content-Type": "text/plain"})
+        self.memory.advance(0)
+        self.memory.advance(0)
+        self.assertEqual((yield posted).code, 201)
+        self.assertEqual(self.memory.store.calls["read_rendered"] - before, 2)  # one per distinct page
+        for held in [*same, other]:
+            response = yield held
+            self.assertEqual([m["body"] for m in (yield response.json())["messages"]], ["hello"])

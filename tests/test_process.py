@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import signal
 from typing import Any
 
@@ -10,7 +9,7 @@ import treq
 from twisted.internet import defer
 from twisted.trial import unittest
 
-from tests.processes import TwistdProcess, free_port, spawn_queuey, start_queuey
+from tests.processes import TwistdProcess, config_in_temp_dir, free_port, spawn_queuey, start_queuey
 
 KEY = "e2e-key"
 CONFIG = f"""
@@ -31,11 +30,7 @@ class ProcessTests(unittest.TestCase):
     timeout = 60
 
     def setUp(self) -> None:
-        self.dir = os.path.abspath(self.mktemp())
-        os.makedirs(self.dir)
-        self.config = os.path.join(self.dir, "queuey.ini")
-        with open(self.config, "w") as f:
-            f.write(CONFIG.format(path=os.path.join(self.dir, "queuey.sqlite")))
+        self.dir, self.config = config_in_temp_dir(self, CONFIG.format(path="queuey.sqlite"))
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
         self.headers = {"Authorization": f"Application {KEY}"}

@@ -14,7 +14,7 @@ from queuey.config import ConfigError, SQLiteSettings, Synchronous, parse_config
 from queuey.errors import StorageUnavailable
 from queuey.interfaces import MessageRange
 from queuey.storage import make_store
-from queuey.storage.sqlite import SWEEP_BATCH, SQLiteStore, ThreadedRunner
+from queuey.storage.sqlite import COUNT_SQL, SCHEMA_VERSION, SWEEP_BATCH, SQLiteStore, ThreadedRunner, range_sql
 from tests.storage_contract import StoreContract
 
 
@@ -136,3 +136,83 @@ class FromConfigTests(unittest.TestCase):
         error = self.assertRaises(ConfigError, self.config, "path = x\nsynchronous = maybe\nreaders = lots\n")
         self.assertEqual(error.problems, ("[storage] synchronous: 'maybe': use one of NORMAL, FULL, EXTRA",
                                           "[storage] readers: 'lots' is not a whole number"))
+
+#: The schema of the databases Queuey wrote before messages were rendered at write time
+#: (schema version 0), as a file written then holds it.
+VERSION_0_SCHEMA = """
+CREATE TABLE queues (
+    qid INTEGER PRIMARY KEY AUTOINCREMENT, application TEXT NOT NULL, queue_name TEXT NOT NULL,
+    partitions INTEGER NOT NULL, type TEXT NOT NULL, consistency TEXT NOT NULL, principles TEXT NOT NULL,
+    created INTEGER NOT NULL, UNIQUE (application, queue_name));
+CREATE TABLE messages (
+    qid INTEGER NOT NULL, partition INTEGER NOT NULL, key BLOB NOT NULL, expires_ms INTEGER NOT NULL,
+    content_type TEXT NOT NULL, body BLOB NOT NULL, UNIQUE (qid, partition, key));
+CREATE INDEX messages_by_expiry ON messages (expires_ms);
+CREATE TABLE dropped_queues (qid INTEGER PRIMARY KEY);
+"""
+
+
+class UpgradeTests(ClockMixin, unittest.TestCase):
+    @defer.inlineCallbacks
+    def test_a_version_0_database_is_migrated_at_open_and_loses_nothing(self) -> Any:
+        path = self.mktemp() + ".sqlite"
+        ids = [timeuuid.make_uuid(1_700_000_000 * timeuuid.TICKS_PER_SECOND + n, 5, 9) for n in range(3)]
+        bodies = [b"plain", "\u00e9t\u00e9 \"quoted\"".encode(), b"\xff\xfe binary"]
+        conn = sqlite3.connect(path)
+        conn.executescript(VERSION_0_SCHEMA)
+        conn.execute("INSERT INTO queues (application, queue_name, partitions, type, consistency, principles, "
+                     "created) VALUES ('a', 'q', 2, 'user', 'strong', '', 1)")
+        expires = int((self._clock().seconds() + 3600) * 1000)
+        conn.executemany("INSERT INTO messages VALUES (1, ?, ?, ?, ?, ?)",
+                         [(1 + n % 2, timeuuid.sort_key(i), expires, "text/plain", body)
+                          for n, (i, body) in enumerate(zip(ids, bodies))])
+        conn.commit()
+        conn.close()
+        store = SQLiteStore(ThreadedRunner(path, reactor), self._clock(), expiry_interval=0)
+        yield store.open()
+        self.addCleanup(store.close)
+        queue = yield store.get_queue("a", "q")
+        first = yield store.read_messages(queue, 1, MessageRange())
+        second = yield store.read_messages(queue, 2, MessageRange())
+        self.assertEqual([(m.id, m.body, m.content_type) for m in first + second],
+                         [(ids[0], bodies[0], "text/plain"), (ids[2], bodies[2], "text/plain"),
+                          (ids[1], bodies[1], "text/plain")])
+        version = yield store._runner.read(lambda c: c.execute("PRAGMA user_version").fetchone()[0])
+        self.assertEqual(version, SCHEMA_VERSION)
+        tables = yield store._runner.read(lambda c: [r[0] for r in c.execute(
+            "SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name")])
+        self.assertNotIn("messages_v0", tables)
+
+
+class QueryPlanTests(ClockMixin, unittest.TestCase):
+    """Range reads walk the primary key, whatever ANALYZE learns: flat however long a queue grows."""
+
+    @defer.inlineCallbacks
+    def test_range_reads_stay_on_the_primary_key_after_analyze(self) -> Any:
+        store = SQLiteStore.in_memory(self._clock())
+        yield store.open()
+        self.addCleanup(store.close)
+
+        def plans(conn: sqlite3.Connection) -> list[str]:
+            # Statistics that make the expiry index look far more selective than the key.
+            conn.execute("ANALYZE")
+            conn.execute("DELETE FROM sqlite_stat1")
+            conn.execute("INSERT INTO sqlite_stat1 VALUES ('messages', 'messages_by_expiry', '10000000 1')")
+            conn.execute("INSERT INTO sqlite_stat1 VALUES ('messages', 'messages', '10000000 10000000 "
+                         "10000000 1')")
+            conn.execute("ANALYZE sqlite_schema")  # reload the statistics
+            found = []
+            for descending in (False, True):
+                for lower in ("", ">=", ">"):
+                    for upper in (False, True):
+                        sql = range_sql(descending, lower, upper)
+                        values = [1, 1, 0] + [b"k"] * (bool(lower) + upper) + [100]
+                        found.append(" ".join(row[3] for row in conn.execute("EXPLAIN QUERY PLAN " + sql, values)))
+            found.append(" ".join(row[3] for row in conn.execute("EXPLAIN QUERY PLAN " + COUNT_SQL, ["a", "q", 0])))
+            return found
+        found = yield store._runner.read(plans)
+        for plan in found:
+            self.assertIn("USING PRIMARY KEY", plan)
+            self.assertNotIn("messages_by_expiry", plan)
+            self.assertNotIn("TEMP B-TREE", plan)  # rows come in key order: no sort
+        self.assertEqual(len(found), 13)

@@ -68,6 +68,17 @@ class TimeUUIDProperties(unittest.TestCase):
         self.assertEqual(keys, sorted(set(keys)))
         self.assertEqual(timeuuid.ticks_from_uuid(made[0]), readings[0])
 
+    @given(st.lists(st.tuples(st.integers(min_value=0, max_value=10 ** 17), st.integers(1, 5)), min_size=1,
+                    max_size=20))
+    def test_batches_of_ids_are_unique_increasing_and_know_their_time(self, readings: list[tuple[int, int]]) -> None:
+        clock = iter(reading for reading, _ in readings)
+        generator = timeuuid.TimeUUIDGenerator(lambda: next(clock))
+        made = [pair for _, count in readings for pair in generator.next_many(count)]
+        keys = [timeuuid.sort_key(m) for m, _ in made]
+        self.assertEqual(keys, sorted(set(keys)))
+        self.assertEqual([timeuuid.ticks_from_uuid(m) for m, _ in made], [ticks for _, ticks in made])
+        self.assertEqual(made[0][0], timeuuid.make_uuid(readings[0][0], generator.clock_seq, generator.node))
+
     def test_node_is_random_and_multicast(self) -> None:
         a, b = timeuuid.TimeUUIDGenerator(lambda: 0), timeuuid.TimeUUIDGenerator(lambda: 0)
         self.assertNotEqual(a.node, b.node)

@@ -25,6 +25,7 @@ their deletion.
 
 from __future__ import annotations
 
+import collections
 import math
 import uuid
 from typing import Any, Awaitable, Callable, Iterable, Mapping, Sequence
@@ -49,6 +50,7 @@ from queuey.config import CassandraSettings
 from queuey.errors import StorageUnavailable
 from queuey.interfaces import (IMessageStore, Message, MessageRange, MessageRef, NewMessage,
                                QueueSettings)
+from queuey.rendering import Rendered, parse_rendered, render
 from queuey.storage import cassandra_directory
 from queuey.storage.cassandra_directory import Layout, QueueDirectory, settle_layout
 from queuey.storage.directory import gather
@@ -98,7 +100,7 @@ def schema_cql(keyspace: str, replication: Mapping[str, Any]) -> list[str]:
         cassandra_directory.directory_cql(keyspace),
         f"""CREATE TABLE IF NOT EXISTS {keyspace}.messages (
             application text, queue_name text, incarnation bigint, partition int, bucket bigint,
-            id timeuuid, content_type text, body blob,
+            id timeuuid, content_type text, body blob, size int, rendered blob,
             PRIMARY KEY ((application, queue_name, incarnation, partition, bucket), id)
         ) WITH CLUSTERING ORDER BY (id ASC)
           AND compaction = {{'class': 'TimeWindowCompactionStrategy',
@@ -168,13 +170,15 @@ class CassandraStore:
     """Queues and messages in a Cassandra keyspace; every call answers on the reactor thread."""
 
     name = "cassandra"
+    rechecks_queue_on_write = False
 
     def __init__(self, settings: CassandraSettings, reactor: Any) -> None:
         self.settings = settings
         self._reactor = reactor
         self._cluster: Cluster | None = None
         self._session: Session | None = None
-        self._limit = defer.DeferredSemaphore(settings.max_in_flight)
+        self._in_flight = 0
+        self._queued: collections.deque[defer.Deferred[None]] = collections.deque()
         self._statements: dict[str, PreparedStatement] = {}
         self._layout: Layout | None = None
         self._directory: QueueDirectory | None = None
@@ -278,6 +282,7 @@ class CassandraStore:
             if not cluster.control_connection.wait_for_schema_agreement(wait_time=SCHEMA_AGREEMENT_SECONDS):
                 raise StorageUnavailable(f"Cassandra: the nodes did not agree on keyspace {s.keyspace}'s schema "
                                          f"within {SCHEMA_AGREEMENT_SECONDS:g} s")
+            self._add_rendered_columns(session)
         session.set_keyspace(s.keyspace)
         layout = settle_layout(session, s.keyspace, s.directory_shards, self._meta_level, self._serial, migrating)
         statements = {**_STATEMENTS, **cassandra_directory.STATEMENTS}
@@ -285,6 +290,22 @@ class CassandraStore:
         self._layout = layout
         self._directory = QueueDirectory(self.query, self.batch, layout.shards, self._serial)
         self._session = session
+
+    def _add_rendered_columns(self, session: Session) -> None:
+        """Blocking: give a messages table made before rendered messages their two columns.
+
+        Additive: rows written before keep ``content_type`` and ``body`` and are
+        rendered when read; rows written since carry ``size`` and ``rendered`` only.
+        """
+        cluster = self._cluster
+        assert cluster is not None
+        cluster.refresh_table_metadata(self.settings.keyspace, "messages")
+        columns = cluster.metadata.keyspaces[self.settings.keyspace].tables["messages"].columns
+        if "rendered" not in columns:
+            log.info("Cassandra: adding the size and rendered columns to {keyspace}.messages",
+                     keyspace=self.settings.keyspace)
+            session.execute(f"ALTER TABLE {self.settings.keyspace}.messages ADD (size int, rendered blob)",
+                            timeout=max(self.settings.request_timeout, 30.0))
 
     @property
     def layout(self) -> Layout | None:
@@ -350,8 +371,25 @@ class CassandraStore:
 
     def _execute(self, statement: Any, profile: Any = EXEC_PROFILE_DEFAULT,
                  until: Callable[[list[Any]], bool] | None = None) -> defer.Deferred[list[Any]]:
-        """Run one statement (its pages, until ``until(rows)`` says enough), bounded by the in-flight limit."""
-        return self._limit.run(self._send, statement, profile, until, 0)
+        """Run one statement (its pages, until ``until(rows)`` says enough), bounded by the in-flight limit.
+
+        (A counter and a queue rather than a DeferredSemaphore: this is on every query's path.)
+        """
+        if self._in_flight >= self.settings.max_in_flight:
+            turn: defer.Deferred[None] = defer.Deferred()
+            self._queued.append(turn)
+            return turn.addCallback(lambda _: self._execute(statement, profile, until))
+        self._in_flight += 1
+        return self._send(statement, profile, until, 0).addBoth(self._release)
+
+    def _release(self, result: Any) -> Any:
+        self._in_flight -= 1
+        while self._queued:
+            turn = self._queued.popleft()
+            if not turn.called:  # not cancelled while it waited
+                turn.callback(None)
+                break
+        return result
 
     def _send(self, statement: Any, profile: Any, until: Any, attempt: int) -> defer.Deferred[list[Any]]:
         return self._start(statement, profile, until).addErrback(
@@ -491,7 +529,9 @@ class CassandraStore:
                                                         consistency=level)))
                 index_marks.append((key, expires))
             for chunk in _chunks(group):
-                statements = [self._bound("put_message", *key, m.id, m.content_type, m.body, lifetimes[m.id],
+                statements = [self._bound("put_message", *key, m.id, len(m.body),
+                                          m.rendered or render(m.id, m.partition, m.body, m.content_type),
+                                          lifetimes[m.id],
                                           consistency=level) for m in chunk]
                 if len(statements) == 1:
                     writes.append(self._execute(statements[0]))
@@ -521,8 +561,18 @@ class CassandraStore:
                 buckets.append(bucket)
         return buckets
 
-    @defer.inlineCallbacks
     def read_messages(self, queue: QueueSettings, partition: int, wanted: MessageRange) -> Any:
+        return self.read_rendered(queue, (partition,), wanted).addCallback(
+            lambda groups: [parse_rendered(row[1]) for row in groups[0]])
+
+    def read_rendered(self, queue: QueueSettings, partitions: Sequence[int],
+                      wanted: MessageRange) -> defer.Deferred[list[list[Rendered]]]:
+        if len(partitions) == 1:
+            return self._read_partition(queue, partitions[0], wanted).addCallback(lambda group: [group])
+        return self._gather([self._read_partition(queue, p, wanted) for p in partitions])
+
+    @defer.inlineCallbacks
+    def _read_partition(self, queue: QueueSettings, partition: int, wanted: MessageRange) -> Any:
         """Walk the buckets in the range in order, a growing window of them at a time."""
         level = self._level(queue)
         lower = LOWEST_ID if wanted.lower is None else wanted.lower
@@ -534,22 +584,27 @@ class CassandraStore:
             None if wanted.upper is None else bucket_of(wanted.upper, self._bucket_ticks),
             wanted.descending, level)
         name = ("range_desc" if wanted.descending else "range") + ("" if wanted.lower_inclusive else "_after")
-        found: list[Message] = []
+        found: list[Rendered] = []
         body_bytes = 0
         window = 1
         while buckets and len(found) < wanted.limit and not wanted.full(body_bytes):
             now, buckets = buckets[:window], buckets[window:]
             window = min(window * 2, 8)
             remaining = wanted.limit - len(found)
-            groups = yield self._gather([self._execute(
-                self._range_statement(name, queue, partition, bucket, lower, upper, remaining, wanted, level),
-                until=_bodies_reach(wanted)) for bucket in now])
+            statements = [self._range_statement(name, queue, partition, bucket, lower, upper, remaining, wanted,
+                                                level) for bucket in now]
+            if len(statements) == 1:
+                groups = [(yield self._execute(statements[0], until=_bodies_reach(wanted)))]
+            else:
+                groups = yield self._gather([self._execute(statement, until=_bodies_reach(wanted))
+                                             for statement in statements])
             for rows in groups:
                 for row in rows:
                     if len(found) == wanted.limit or wanted.full(body_bytes):
                         break
-                    found.append(Message(row[0], partition, row[2], row[1]))
-                    body_bytes += len(row[2])
+                    rendered = _rendered(row, partition)
+                    found.append(rendered)
+                    body_bytes += rendered[0]
         return found
 
     def _range_statement(self, name: str, queue: QueueSettings, partition: int, bucket: int, lower: Any,
@@ -567,8 +622,8 @@ class CassandraStore:
         results = yield self._gather([self._execute(self._bound(
             "get_message", queue.application, queue.queue_name, queue.created, ref.partition,
             bucket_of(ref.id, self._bucket_ticks), ref.id, consistency=level)) for ref in refs])
-        return [Message(ref.id, ref.partition, rows[0][1], rows[0][0])
-                for ref, rows in zip(refs, results) if rows]
+        return [parse_rendered(rows[0][2]) if rows[0][2] is not None
+                else Message(ref.id, ref.partition, rows[0][1], rows[0][0]) for ref, rows in zip(refs, results) if rows]
 
     @defer.inlineCallbacks
     def delete_messages(self, queue: QueueSettings, refs: Sequence[MessageRef]) -> Any:
@@ -598,10 +653,18 @@ class CassandraStore:
         return {p: i for p, i in zip(partitions, ids) if i is not None}
 
 
+def _rendered(row: Any, partition: int) -> Rendered:
+    """A range row (id, size, rendered, content_type, body) as Rendered: as stored, or, for a row
+    written before messages were rendered at write time, rendered now."""
+    if row[2] is not None:
+        return Rendered(row[1], row[2])
+    return Rendered(len(row[4]), render(row[0], partition, row[4], row[3]))
+
+
 def _bodies_reach(wanted: MessageRange) -> Callable[[list[Any]], bool]:
-    """For _execute: stop fetching pages of (id, content_type, body) rows once the bodies fill ``wanted``."""
+    """For _execute: stop fetching pages of range rows once the bodies fill ``wanted``."""
     def full(rows: list[Any]) -> bool:
-        return wanted.full(sum(len(row[2]) for row in rows))
+        return wanted.full(sum(row[1] if row[2] is not None else len(row[4]) for row in rows))
     return full
 
 
@@ -619,7 +682,7 @@ def _chunks(group: list[NewMessage]) -> Iterable[list[NewMessage]]:
         yield chunk
 
 
-_RANGE = (f"SELECT id, content_type, body FROM messages WHERE {MESSAGE_KEY} AND bucket = ? "
+_RANGE = (f"SELECT id, size, rendered, content_type, body FROM messages WHERE {MESSAGE_KEY} AND bucket = ? "
           "AND id {op} ? AND id <= ? ORDER BY id {order} LIMIT ?")
 
 _STATEMENTS = {
@@ -627,7 +690,7 @@ _STATEMENTS = {
     "bucket_seconds": "SELECT value FROM settings WHERE name = 'bucket_seconds'",
     "claim_bucket_seconds": "INSERT INTO settings (name, value) VALUES ('bucket_seconds', ?) IF NOT EXISTS",
     "put_message": ("INSERT INTO messages (application, queue_name, incarnation, partition, bucket, id, "
-                    "content_type, body) VALUES (?, ?, ?, ?, ?, ?, ?, ?) USING TTL ?"),
+                    "size, rendered) VALUES (?, ?, ?, ?, ?, ?, ?, ?) USING TTL ?"),
     "index_bucket": ("INSERT INTO message_buckets (application, queue_name, incarnation, partition, bucket, "
                      "expires) VALUES (?, ?, ?, ?, ?, ?) USING TTL ?"),
     "buckets": (f"SELECT bucket FROM message_buckets WHERE {MESSAGE_KEY} AND bucket >= ? AND bucket <= ? "
@@ -638,7 +701,8 @@ _STATEMENTS = {
     "range_after": _RANGE.format(op=">", order="ASC"),
     "range_desc": _RANGE.format(op=">=", order="DESC"),
     "range_desc_after": _RANGE.format(op=">", order="DESC"),
-    "get_message": f"SELECT content_type, body FROM messages WHERE {MESSAGE_KEY} AND bucket = ? AND id = ?",
+    "get_message": (f"SELECT content_type, body, rendered FROM messages WHERE {MESSAGE_KEY} AND bucket = ? "
+                    "AND id = ?"),
     "delete_message": f"DELETE FROM messages WHERE {MESSAGE_KEY} AND bucket = ? AND id = ?",
     "count_bucket": f"SELECT count(*) FROM messages WHERE {MESSAGE_KEY} AND bucket = ?",
     "newest": f"SELECT id FROM messages WHERE {MESSAGE_KEY} AND bucket = ? AND id <= ? ORDER BY id DESC LIMIT 1",

@@ -14,6 +14,8 @@ messages later, in small batches, together with expired messages.
 
 from __future__ import annotations
 
+import functools
+import operator
 import os
 import queue as queue_module
 import sqlite3
@@ -24,7 +26,6 @@ from twisted.internet import defer, threads
 from twisted.internet.interfaces import IReactorThreads, IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
-from twisted.python.threadpool import ThreadPool
 from zope.interface import implementer
 
 from queuey import timeuuid
@@ -32,6 +33,7 @@ from queuey.config import SQLiteSettings
 from queuey.errors import QueueExists, QueueMissing, StorageUnavailable
 from queuey.interfaces import (IMessageStore, Message, MessageRange, MessageRef,
                                NewMessage, QueueSettings)
+from queuey.rendering import Rendered, parse_rendered, render
 
 T = TypeVar("T")
 log = Logger()
@@ -53,19 +55,42 @@ CREATE TABLE IF NOT EXISTS messages (
     partition INTEGER NOT NULL,
     key BLOB NOT NULL,
     expires_ms INTEGER NOT NULL,
-    content_type TEXT NOT NULL,
-    body BLOB NOT NULL,
-    UNIQUE (qid, partition, key)
-);
+    size INTEGER NOT NULL,
+    rendered BLOB NOT NULL,
+    PRIMARY KEY (qid, partition, key)
+) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS messages_by_expiry ON messages (expires_ms);
 CREATE TABLE IF NOT EXISTS dropped_queues (qid INTEGER PRIMARY KEY);
 """
+#: ``PRAGMA user_version`` of the schema above.  Version 0 (no version set) kept each
+#: message's content type and body in columns of a rowid table; it is migrated at open.
+SCHEMA_VERSION = 2
 
 QUEUE_COLUMNS = "application, queue_name, partitions, type, consistency, principles, created"
 QID = "(SELECT qid FROM queues WHERE application = ? AND queue_name = ?)"
 #: Rows removed per transaction by the sweeper, so a sweep never holds the writer long.
 SWEEP_BATCH = 2000
 GROUP_COMMIT_MAX = 512
+#: Rows rendered per progress line while an old database is migrated.
+MIGRATION_REPORT_ROWS = 100_000
+
+
+#: Unexpired messages of a queue; ``+expires_ms`` as in range_sql (without it, ANALYZE's
+#: statistics send this query through the expiry index, over every queue's messages).
+COUNT_SQL = f"SELECT count(*) FROM messages WHERE qid = {QID} AND +expires_ms > ?"
+
+
+@functools.lru_cache(maxsize=None)
+def range_sql(descending: bool, lower: str, upper: bool) -> str:
+    """The range read of one partition; ``lower`` is '', '>=' or '>'.
+
+    ``+expires_ms`` (not ``expires_ms``) keeps the planner off the expiry index:
+    a range read walks the primary key whatever ANALYZE has learnt of the data.
+    """
+    return ("SELECT size, rendered FROM messages WHERE qid = ? AND partition = ? AND +expires_ms > ?"
+            + (f" AND key {lower} ?" if lower else "") + (" AND key <= ?" if upper else "")
+            + f" ORDER BY key {'DESC' if descending else 'ASC'} LIMIT ?")
+
 
 Operation = Callable[[sqlite3.Connection], T]
 
@@ -133,8 +158,10 @@ class ThreadedRunner:
         self._reactor = reactor
         self._synchronous = synchronous
         self._jobs: queue_module.SimpleQueue[Any] = queue_module.SimpleQueue()
+        self._reads: queue_module.SimpleQueue[Any] = queue_module.SimpleQueue()
         self._writer: threading.Thread | None = None
-        self._readers = ThreadPool(minthreads=1, maxthreads=readers, name="queuey-sqlite-read")
+        self._reader_count = readers
+        self._readers: list[threading.Thread] = []
         self._local = threading.local()
         self._connections: list[sqlite3.Connection] = []
         self._lock = threading.Lock()
@@ -144,19 +171,26 @@ class ThreadedRunner:
         self._writer = threading.Thread(target=self._write_loop, args=(started,),
                                         name="queuey-sqlite-write", daemon=True)
         self._writer.start()
-        self._readers.start()
+        self._readers = [threading.Thread(target=self._read_loop, name=f"queuey-sqlite-read-{n}", daemon=True)
+                         for n in range(self._reader_count)]
+        for reader in self._readers:
+            reader.start()
         return started
 
     def stop(self) -> defer.Deferred[None]:
-        """Finish queued writes, then close every connection (off the reactor thread)."""
+        """Finish queued writes and reads, then close every connection (off the reactor thread)."""
         writer, self._writer = self._writer, None
         if writer is None:
             return defer.succeed(None)
+        readers, self._readers = self._readers, []
 
         def shut_down() -> None:
             self._jobs.put(None)
             writer.join()
-            self._readers.stop()
+            for _ in readers:
+                self._reads.put(None)
+            for reader in readers:
+                reader.join()
             with self._lock:
                 for conn in self._connections:
                     conn.close()
@@ -173,20 +207,26 @@ class ThreadedRunner:
         return conn
 
     def read(self, operation: Operation[T]) -> defer.Deferred[T]:
+        """Run ``operation`` on a reader thread (a plain queue: Twisted's thread pool costs more
+        per job than a short read)."""
         result: defer.Deferred[T] = defer.Deferred()
+        if self._writer is None:
+            return defer.fail(StorageUnavailable("SQLite store is not open"))
+        self._reads.put((operation, result))
+        return result
 
-        def run() -> None:
+    def _read_loop(self) -> None:
+        call = self._reactor.callFromThread
+        while (job := self._reads.get()) is not None:
+            operation, result = job
             try:
                 value = operation(self._connection())
             except sqlite3.Error as e:
-                self._reactor.callFromThread(result.errback, _unavailable(e))
+                call(result.errback, _unavailable(e))
             except Exception:
-                self._reactor.callFromThread(result.errback, Failure())
+                call(result.errback, Failure())
             else:
-                self._reactor.callFromThread(result.callback, value)
-
-        self._readers.callInThread(run)
-        return result
+                call(result.callback, value)
 
     def write(self, operation: Operation[T]) -> defer.Deferred[T]:
         result: defer.Deferred[T] = defer.Deferred()
@@ -254,6 +294,7 @@ class SQLiteStore:
     """Queues and messages in one SQLite database file."""
 
     name = "sqlite"
+    rechecks_queue_on_write = True
 
     def __init__(self, runner: InlineRunner | ThreadedRunner, clock: IReactorTime,
                  expiry_interval: float = 60.0) -> None:
@@ -278,7 +319,7 @@ class SQLiteStore:
     @defer.inlineCallbacks
     def open(self) -> Any:
         yield self._runner.start()
-        yield self._runner.write(_create_schema)
+        yield self._runner.write(migrate)
         if self._expiry_interval:
             self._sweep_call = self._clock.callLater(self._expiry_interval, self._periodic_sweep)
 
@@ -324,8 +365,8 @@ class SQLiteStore:
         while True:
             now = self._now_ms()
             count = yield self._runner.write(lambda conn: conn.execute(
-                "DELETE FROM messages WHERE rowid IN "
-                "(SELECT rowid FROM messages WHERE expires_ms <= ? LIMIT ?)",
+                "DELETE FROM messages WHERE (qid, partition, key) IN "
+                "(SELECT qid, partition, key FROM messages WHERE expires_ms <= ? LIMIT ?)",
                 (now, SWEEP_BATCH)).rowcount)
             removed += count
             if count < SWEEP_BATCH:
@@ -389,7 +430,7 @@ class SQLiteStore:
     def count_messages(self, queue: QueueSettings) -> defer.Deferred[int]:
         now = self._now_ms()
         return self._runner.read(lambda conn: conn.execute(
-            f"SELECT count(*) FROM messages WHERE qid = {QID} AND expires_ms > ?",
+            COUNT_SQL,
             (queue.application, queue.queue_name, now)).fetchone()[0])
 
     # -- messages -----------------------------------------------------------
@@ -397,61 +438,62 @@ class SQLiteStore:
     def put_messages(self, queue: QueueSettings, messages: Sequence[NewMessage]) -> defer.Deferred[None]:
         now = self._clock.seconds()
         now_ms = int(now * 1000)
+        rows = [(m.partition, timeuuid.sort_key(m.id), now_ms + int(m.lifetime(now) * 1000), len(m.body),
+                 m.rendered or render(m.id, m.partition, m.body, m.content_type)) for m in messages]
 
         def upsert(conn: sqlite3.Connection) -> None:
-            row = conn.execute("SELECT qid FROM queues WHERE application = ? AND queue_name = ?",
-                               (queue.application, queue.queue_name)).fetchone()
-            if row is None:  # deleted since the request looked it up
+            qid = _qid(conn, queue)
+            if qid is None:  # deleted since the request looked it up
                 raise QueueMissing(f"No queue {queue.queue_name!r} in application {queue.application!r}.")
-            qid = row[0]
             conn.executemany(
-                "INSERT INTO messages (qid, partition, key, expires_ms, content_type, body) "
+                "INSERT INTO messages (qid, partition, key, expires_ms, size, rendered) "
                 "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (qid, partition, key) DO UPDATE SET "
-                "expires_ms = excluded.expires_ms, content_type = excluded.content_type, "
-                "body = excluded.body",
-                [(qid, m.partition, timeuuid.sort_key(m.id), now_ms + int(m.lifetime(now) * 1000), m.content_type,
-                  m.body) for m in messages])
+                "expires_ms = excluded.expires_ms, size = excluded.size, rendered = excluded.rendered",
+                [(qid, *row) for row in rows])
             return None
         return self._runner.write(upsert)
 
+    def read_rendered(self, queue: QueueSettings, partitions: Sequence[int],
+                      wanted: MessageRange) -> defer.Deferred[list[list[Rendered]]]:
+        """Every partition in one reader job: the queue's id, then one primary-key range each."""
+        bounds: list[Any] = []
+        lower = ""
+        if wanted.lower is not None:
+            lower = ">=" if wanted.lower_inclusive else ">"
+            bounds.append(timeuuid.sort_key(wanted.lower))
+        if wanted.upper is not None:
+            bounds.append(timeuuid.sort_key(wanted.upper))
+        bounds.append(wanted.limit)
+        sql = range_sql(wanted.descending, lower, wanted.upper is not None)
+        now = self._now_ms()
+        max_bytes = wanted.max_bytes
+
+        def select(conn: sqlite3.Connection) -> list[list[Rendered]]:
+            qid = _qid(conn, queue)
+            groups: list[list[Rendered]] = []
+            for partition in partitions:
+                rows = [] if qid is None else _within(conn.execute(sql, (qid, partition, now, *bounds)), max_bytes)
+                groups.append(rows)
+            return groups
+        return self._runner.read(select)
+
     def read_messages(self, queue: QueueSettings, partition: int,
                       wanted: MessageRange) -> defer.Deferred[list[Message]]:
-        clauses = [f"qid = {QID}", "partition = ?", "expires_ms > ?"]
-        params: list[Any] = [queue.application, queue.queue_name, partition, self._now_ms()]
-        if wanted.lower is not None:
-            clauses.append("key >= ?" if wanted.lower_inclusive else "key > ?")
-            params.append(timeuuid.sort_key(wanted.lower))
-        if wanted.upper is not None:
-            clauses.append("key <= ?")
-            params.append(timeuuid.sort_key(wanted.upper))
-        params.append(wanted.limit)
-        sql = (f"SELECT key, content_type, body FROM messages WHERE {' AND '.join(clauses)} "
-               f"ORDER BY key {'DESC' if wanted.descending else 'ASC'} LIMIT ?")
-
-        def select(conn: sqlite3.Connection) -> list[Message]:
-            found = []
-            body_bytes = 0
-            for key, content_type, body in conn.execute(sql, params):  # rows step one by one
-                found.append(Message(timeuuid.from_sort_key(key), partition, body, content_type))
-                body_bytes += len(body)
-                if wanted.full(body_bytes):
-                    break
-            return found
-        return self._runner.read(select)
+        return self.read_rendered(queue, (partition,), wanted).addCallback(
+            lambda groups: [parse_rendered(row[1]) for row in groups[0]])
 
     def get_messages(self, queue: QueueSettings, refs: Sequence[MessageRef]) -> defer.Deferred[list[Message]]:
         now = self._now_ms()
 
         def select(conn: sqlite3.Connection) -> list[Message]:
+            qid = _qid(conn, queue)
             found = []
-            for ref in refs:
+            for ref in refs if qid is not None else ():
                 row = conn.execute(
-                    f"SELECT content_type, body FROM messages WHERE qid = {QID} AND partition = ? "
-                    "AND key = ? AND expires_ms > ?",
-                    (queue.application, queue.queue_name, ref.partition, timeuuid.sort_key(ref.id), now)
-                ).fetchone()
+                    "SELECT rendered FROM messages WHERE qid = ? AND partition = ? AND key = ? AND +expires_ms > ?",
+                    (qid, ref.partition, timeuuid.sort_key(ref.id), now)).fetchone()
                 if row is not None:
-                    found.append(Message(ref.id, ref.partition, row[1], row[0]))
+                    found.append(parse_rendered(row[0]))
             return found
         return self._runner.read(select)
 
@@ -478,10 +520,77 @@ class SQLiteStore:
         return self._runner.read(select)
 
 
+#: Rows fetched at a time by a range read: the byte budget is checked per chunk (in C), so a
+#: page passes its budget by at most this many rows before it is cut.
+FETCH_ROWS = 32
+_size = operator.itemgetter(0)
+
+
+def _within(rows: sqlite3.Cursor, max_bytes: int | None) -> list[Rendered]:
+    """The (size, rendered) rows of a range read, up to and including the row whose body
+    reaches ``max_bytes`` (then the cursor is left: no more rows are read)."""
+    if max_bytes is None:
+        return rows.fetchall()
+    found: list[Rendered] = []
+    body_bytes = 0
+    while chunk := rows.fetchmany(FETCH_ROWS):
+        chunk_bytes = sum(map(_size, chunk))
+        if body_bytes + chunk_bytes < max_bytes:
+            found.extend(chunk)
+            body_bytes += chunk_bytes
+            continue
+        for row in chunk:  # the budget ends in this chunk
+            found.append(row)
+            body_bytes += row[0]
+            if body_bytes >= max_bytes:
+                return found
+    return found
+
+
 def _create_schema(conn: sqlite3.Connection) -> None:
     for statement in SCHEMA.split(";"):
         if statement.strip():
             conn.execute(statement)
+    conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+
+
+def _qid(conn: sqlite3.Connection, queue: QueueSettings) -> int | None:
+    row = conn.execute("SELECT qid FROM queues WHERE application = ? AND queue_name = ?",
+                       (queue.application, queue.queue_name)).fetchone()
+    return None if row is None else row[0]
+
+
+def migrate(conn: sqlite3.Connection) -> None:
+    """Bring the database to SCHEMA_VERSION (in the open's write transaction: all or nothing).
+
+    Version 0 kept content type and body in columns of a rowid table; each of
+    its messages is rendered into the new table, keeping key and expiry.
+    """
+    version = conn.execute("PRAGMA user_version").fetchone()[0]
+    columns = {row[1] for row in conn.execute("PRAGMA table_info(messages)")}
+    if version >= SCHEMA_VERSION or "body" not in columns:
+        _create_schema(conn)
+        return
+    total = conn.execute("SELECT count(*) FROM messages").fetchone()[0]
+    log.info("SQLite: migrating {total} messages to schema version {version} (each rendered once, "
+             "in one transaction)", total=total, version=SCHEMA_VERSION)
+    conn.execute("ALTER TABLE messages RENAME TO messages_v0")
+    conn.execute("DROP INDEX IF EXISTS messages_by_expiry")
+    _create_schema(conn)
+    done = 0
+    rows = conn.execute("SELECT qid, partition, key, expires_ms, content_type, body FROM messages_v0")
+    while batch := rows.fetchmany(10_000):
+        conn.executemany(
+            "INSERT INTO messages (qid, partition, key, expires_ms, size, rendered) VALUES (?, ?, ?, ?, ?, ?)",
+            [(qid, partition, key, expires, len(body),
+              render(timeuuid.from_sort_key(key), partition, body, content_type))
+             for qid, partition, key, expires, content_type, body in batch])
+        done += len(batch)
+        if done // MIGRATION_REPORT_ROWS != (done - len(batch)) // MIGRATION_REPORT_ROWS:
+            log.info("SQLite: migrated {done} of {total} messages", done=done, total=total)
+    conn.execute("DROP TABLE messages_v0")
+    log.info("SQLite: migration to schema version {version} done: {done} messages",
+             version=SCHEMA_VERSION, done=done)
 
 
 def _drop_one_batch(conn: sqlite3.Connection) -> int:
@@ -489,8 +598,9 @@ def _drop_one_batch(conn: sqlite3.Connection) -> int:
     row = conn.execute("SELECT qid FROM dropped_queues LIMIT 1").fetchone()
     if row is None:
         return 0
-    count = conn.execute("DELETE FROM messages WHERE rowid IN "
-                         "(SELECT rowid FROM messages WHERE qid = ? LIMIT ?)", (row[0], SWEEP_BATCH)).rowcount
+    count = conn.execute("DELETE FROM messages WHERE qid = ? AND (partition, key) IN "
+                         "(SELECT partition, key FROM messages WHERE qid = ? LIMIT ?)",
+                         (row[0], row[0], SWEEP_BATCH)).rowcount
     if count < SWEEP_BATCH:
         conn.execute("DELETE FROM dropped_queues WHERE qid = ?", row)
     return max(count, 1)
