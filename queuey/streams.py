@@ -180,6 +180,8 @@ class EventStream:
                 raise
         except QueueyError as e:  # the store failed: end the stream, the client comes back
             log.warn("Ended a stream of {queue}: {error}", queue=self._follower.queue.queue_name, error=str(e))
+        except Exception:  # a fault of ours: say so, and end the stream rather than leave it silent
+            log.failure("Ended a stream of {queue} on an unexpected error", queue=self._follower.queue.queue_name)
         if self._closing:  # what the client has not been handed yet, it reads after reconnecting
             flushing.cancel()
         else:

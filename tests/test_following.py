@@ -7,6 +7,7 @@ import uuid
 from typing import Any
 
 from twisted.internet import defer
+from twisted.internet.task import Clock
 from twisted.trial import unittest
 
 from queuey import timeuuid
@@ -14,7 +15,8 @@ from queuey.config import Config
 from queuey.errors import InvalidParameters
 from queuey.following import Follower, format_cursor, parse_cursor
 from queuey.responses import ResponseWriter
-from queuey.streams import Outbox, Overflow, wants_events
+from queuey.metrics import Metrics
+from queuey.streams import EventStream, Outbox, Overflow, StreamSettings, wants_events
 from queuey.testing import DEFAULT_KEYS, MemoryQueuey
 from queuey.validation import ReadQuery
 
@@ -160,6 +162,45 @@ class FakeRequest:
 
     def unregisterProducer(self) -> None:
         self.producer = None
+
+
+class FakeStreamRequest(FakeRequest):
+    """What an EventStream needs of a request besides writes."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.code: int | None = None
+        self.finished = False
+
+    def setResponseCode(self, code: int) -> None:
+        self.code = code
+
+    def setHeader(self, name: bytes, value: bytes) -> None:
+        pass
+
+    def finish(self) -> None:
+        self.finished = True
+
+
+class BrokenFollower:
+    """A follower whose read fails as no store error would: a fault in the server's own code."""
+
+    class queue:
+        queue_name = "q"
+
+    def read(self, budget: int) -> defer.Deferred[Any]:
+        return defer.fail(RuntimeError("a bug"))
+
+
+class EventStreamTests(unittest.TestCase):
+    def test_an_unexpected_error_ends_the_stream_and_is_logged(self) -> None:
+        request = FakeStreamRequest()
+        settings = StreamSettings(keepalive=15, buffer_bytes=1000, retry_ms=2000, page_bytes=1000)
+        stream = EventStream(request, BrokenFollower(), settings, Metrics(), Clock())  # type: ignore[arg-type]
+        self.successResultOf(defer.ensureDeferred(stream.run()))
+        self.assertEqual((request.code, request.finished), (200, True))
+        self.assertEqual(b"".join(request.written), b"retry: 2000\n\n")
+        self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
 
 
 class OutboxTests(unittest.TestCase):
