@@ -396,11 +396,12 @@ class Queuey:
         return queue, query.for_partitions(queue.partitions)
 
     async def wait_for_messages(self, queue: QueueSettings, partitions: tuple[int, ...], looked_at: int,
-                                timeout: float) -> bool:
-        """True once a message may have arrived on ``partitions`` since ``looked_at`` (ticks) and
-        is old enough for the queue's read delay; False when ``timeout`` passes first."""
+                                timeout: float, seen_generation: int | None = None) -> bool:
+        """True once a message may have arrived on ``partitions`` since ``looked_at`` (ticks; the
+        hub's generation then: ``seen_generation``) and is old enough for the queue's read delay;
+        False when ``timeout`` passes first."""
         deadline = self.clock.seconds() + timeout
-        arrived = await self.hub.wait(queue, partitions, looked_at, timeout)
+        arrived = await self.hub.wait(queue, partitions, looked_at, timeout, seen_generation)
         delay = self._read_delay(queue)
         if arrived and delay:  # the new message becomes readable only after the read delay
             await task.deferLater(self.clock, min(delay, max(deadline - self.clock.seconds(), 0)))
@@ -412,16 +413,16 @@ class Queuey:
         queue = await self._consumable_queue(principal, application, queue_name, reading=True)
         query = query.for_partitions(queue.partitions)
         deadline = self.clock.seconds() + query.wait
-        looked_at = self._now_ticks()
+        looked_at, seen = self._now_ticks(), self.hub.generation
         page = await self._read_once(queue, query)
         while not page.messages:
             remaining = deadline - self.clock.seconds()
             if remaining <= 0:
                 break
-            if not await self.wait_for_messages(queue, query.partitions, looked_at, remaining):
+            if not await self.wait_for_messages(queue, query.partitions, looked_at, remaining, seen):
                 page = await self._read_once(queue, query)  # time is up: one last look
                 break
-            looked_at = self._now_ticks()
+            looked_at, seen = self._now_ticks(), self.hub.generation
             page = await (self._read_once(queue, query) if self._read_delay(queue)
                           else self._read_shared(queue, query))
         self.metrics.messages_read.inc(len(page.messages))

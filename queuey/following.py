@@ -72,6 +72,7 @@ class Follower:
             raise InvalidParameters({CURSOR_FIELD: f"The cursor names partition {beyond[0]}, which this "
                                                    "stream does not read."})
         self._looked_at = 0
+        self._seen_generation: int | None = None
         self._woken = False
 
     async def read(self, budget: int) -> tuple[list[Delivery], bool]:
@@ -79,6 +80,7 @@ class Follower:
         more may be there already.  A read right after a wake-up shares its store read with the
         other streams woken at the same place."""
         self._looked_at = round(self._core.clock.seconds() * timeuuid.TICKS_PER_SECOND)
+        self._seen_generation = self._core.hub.generation
         woken, self._woken = self._woken, False
         page = await self._core.read_after(self.queue, self.query, self.positions, budget, woken)
         groups: dict[int, list[tuple[Message, bytes]]] = {}
@@ -99,7 +101,8 @@ class Follower:
             self._woken = arrived
             return arrived
         return defer.ensureDeferred(self._core.wait_for_messages(self.queue, self.query.partitions,
-                                                                 self._looked_at, timeout)).addCallback(woke)
+                                                                 self._looked_at, timeout,
+                                                                 self._seen_generation)).addCallback(woke)
 
 
 def _in_time_order(groups: Any) -> Sequence[tuple[Message, bytes]]:

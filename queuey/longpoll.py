@@ -28,6 +28,9 @@ from queuey.interfaces import IMessageStore, QueueSettings
 
 log = Logger()
 PartitionKey = tuple[str, str, int]
+#: Partitions whose last wake-up the hub remembers (see LongPollHub.wait); past this
+#: many it forgets them all, and a waiter that looked before then is woken at once.
+RECENT_WAKEUPS = 65536
 
 
 class _Waiter:
@@ -59,17 +62,26 @@ class LongPollHub:
         #: Moves on before every wake-up: reads started since may share their page
         #: (see Queuey._read_after_wake); reads started before may not.
         self.generation = 0
+        #: The generation of each partition's last wake-up by a post, and the generation
+        #: before which the hub forgot them (bounded: RECENT_WAKEUPS).
+        self._woken_at: dict[PartitionKey, int] = {}
+        self._forgotten_before = 0
         #: Called with (application, queue_name, partitions) on each local post, for the
         #: sibling workers (queuey.workers) to wake their reads too.
         self.on_local_post: Callable[[str, str, Iterable[int]], None] | None = None
 
     def wait(self, queue: QueueSettings, partitions: tuple[int, ...], since_ticks: int,
-             timeout: float) -> defer.Deferred[bool]:
+             timeout: float, since_generation: int | None = None) -> defer.Deferred[bool]:
         """Fire with True when a message may have arrived on ``partitions``, False at timeout.
 
         ``since_ticks`` is when the caller last looked: messages from then on wake it.
+        ``since_generation`` is :attr:`generation` when it looked: a post to these partitions
+        woken since then (while the caller was reading, before it waited) fires at once,
+        rather than at the next store poll.
         Cancelling the Deferred (the client went away) forgets the waiter.
         """
+        if since_generation is not None and self._posted_since(queue, partitions, since_generation):
+            return defer.succeed(True)
         waiter = _Waiter(queue, partitions, since_ticks, self._forget)
         waiter.timeout = self._clock.callLater(timeout, self._fire, waiter, False)
         for key in waiter.keys():
@@ -86,11 +98,22 @@ class LongPollHub:
         if local and self.on_local_post is not None:
             self.on_local_post(application, queue_name, partitions)
         woken: set[_Waiter] = set()
-        for partition in partitions:
-            woken.update(self._waiters.get((application, queue_name, partition), ()))
         self.generation += 1
+        if len(self._woken_at) >= RECENT_WAKEUPS:
+            self._woken_at.clear()
+            self._forgotten_before = self.generation
+        for partition in partitions:
+            key = (application, queue_name, partition)
+            woken.update(self._waiters.get(key, ()))
+            self._woken_at[key] = self.generation
         for waiter in woken:
             self._fire(waiter, True)
+
+    def _posted_since(self, queue: QueueSettings, partitions: Iterable[int], generation: int) -> bool:
+        if generation < self._forgotten_before:
+            return True  # forgotten: perhaps
+        return any(self._woken_at.get((queue.application, queue.queue_name, p), -1) > generation
+                   for p in partitions)
 
     def _forget(self, waiter: _Waiter) -> None:
         if waiter.timeout is not None and waiter.timeout.active():

@@ -122,6 +122,9 @@ class FollowerTests(unittest.TestCase):
         waiting = follower.wait(10)
         yield self.post([{"body": "hi", "partition": 2}])
         self.assertEqual(self.successResultOf(waiting), True)
+        # Until it reads again, that post wakes every wait at once (as one made while it read would).
+        self.assertEqual(self.successResultOf(follower.wait(10)), True)
+        yield self.read(follower)
         waiting = follower.wait(10)
         waiting.cancel()
         self.failureResultOf(waiting, defer.CancelledError)

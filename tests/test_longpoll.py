@@ -8,6 +8,7 @@ from typing import Any
 from twisted.internet import defer
 from twisted.trial import unittest
 
+from queuey import longpoll
 from queuey.config import Config
 from queuey.interfaces import NewMessage
 from queuey.testing import DEFAULT_KEYS, MemoryQueuey
@@ -63,6 +64,83 @@ class LongPollCase(unittest.TestCase):
         document = json.loads((yield response.content()))
         return [m["body"] for m in document["messages"]]
 
+
+
+class HeldReadStore(CountingStore):
+    """A store whose next range read answers only when the test says: what it read, later."""
+
+    def __init__(self, store: Any) -> None:
+        super().__init__(store)
+        self.hold_next = False
+        self.held: list[tuple[defer.Deferred[Any], Any]] = []
+
+    def read_rendered(self, *args: Any) -> defer.Deferred[Any]:
+        read = self._store.read_rendered(*args)
+        if not self.hold_next:
+            return read
+        self.hold_next = False
+        late: defer.Deferred[Any] = defer.Deferred()
+        self.held.append((late, read))
+        return late
+
+    def release(self) -> None:
+        for late, read in self.held:
+            read.chainDeferred(late)
+        self.held.clear()
+
+
+class LostWakeUpTests(LongPollCase):
+    """A post that lands while a held read is still reading, before it waits, wakes it at once."""
+
+    @defer.inlineCallbacks
+    def setUp(self) -> Any:
+        config = Config(application_keys=DEFAULT_KEYS, poll_interval=600.0, delays=self.delays)
+        memory = MemoryQueuey(config)
+        self.store = HeldReadStore(memory.store)
+        self.memory = MemoryQueuey(config, clock=memory.clock, store=self.store)
+        self.addCleanup(self.memory.close)
+        response = yield self.memory.treq.post(self.memory.url("/v1/queuey"), data={
+            "queue_name": "q", "partitions": "2"}, headers=self.memory.auth())
+        self.assertEqual(response.code, 201)
+
+    @defer.inlineCallbacks
+    def test_a_post_during_the_first_read(self) -> Any:
+        self.store.hold_next = True
+        held = self.get("wait=60&partitions=1").addCallback(self.bodies)
+        self.memory.treq.flush()
+        self.assertEqual(len(self.store.held), 1)  # it read (nothing yet) and has not waited
+        yield self.post(b"meanwhile", 1)
+        self.store.release()
+        self.memory.treq.flush()
+        self.assertEqual(self.successResultOf(held), ["meanwhile"])  # not at the store poll, 600 s on
+
+    @defer.inlineCallbacks
+    def test_a_post_to_another_partition_does_not_wake_it(self) -> Any:
+        self.store.hold_next = True
+        held = self.get("wait=60&partitions=1").addCallback(self.bodies)
+        self.memory.treq.flush()
+        yield self.post(b"elsewhere", 2)
+        self.store.release()
+        self.memory.treq.flush()
+        self.assertNoResult(held)
+        yield self.post(b"here", 1)
+        self.memory.treq.flush()
+        self.assertEqual(self.successResultOf(held), ["here"])
+
+
+    @defer.inlineCallbacks
+    def test_the_memory_of_wake_ups_is_bounded_and_forgetting_wakes(self) -> Any:
+        self.patch(longpoll, "RECENT_WAKEUPS", 2)
+        hub = self.memory.core.hub
+        queue = yield self.store.get_queue("queuey", "q")
+        seen = hub.generation
+        for name in ("a", "b"):
+            hub.notify("queuey", name, [1])
+        self.assertNoResult(hub.wait(queue, (1,), 0, 10, seen))  # remembered: not this queue
+        hub.notify("queuey", "c", [1])  # the third: all forgotten
+        self.assertEqual(self.successResultOf(hub.wait(queue, (1,), 0, 10, seen)), True)  # perhaps
+        self.assertNoResult(hub.wait(queue, (1,), 0, 10, hub.generation))
+        hub.stop()
 
 
 class LongPollTests(LongPollCase):
