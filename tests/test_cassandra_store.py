@@ -247,7 +247,8 @@ class UpgradeTests(CassandraStoreMixin, unittest.TestCase):
     storage = {"keyspace": "queuey_test_upgrade"}
 
     def _old_keyspace(self, message_id: uuid.UUID, created: int) -> None:
-        """Blocking (a thread): the keyspace as the previous version left it, one message in it."""
+        """Blocking (a thread): messages as the version before rendered messages wrote them, one
+        message in it (its queue is made after the upgrade, with the rows' incarnation)."""
         from cassandra.cluster import Cluster
         host, _, port = require(CASSANDRA, "Cassandra").partition(":")
         cluster = Cluster([host], port=int(port or 9042), protocol_version=5)
@@ -259,9 +260,6 @@ class UpgradeTests(CassandraStoreMixin, unittest.TestCase):
                             "{'class': 'SimpleStrategy', 'replication_factor': 1}", timeout=60)
             for statement in _schema_before_rendering(keyspace):
                 session.execute(statement, timeout=60)
-            session.execute(f"INSERT INTO {keyspace}.queues (application, queue_name, partitions, type, "
-                            "consistency, principles, created) VALUES (%s, 'old', 1, 'user', 'strong', '', %s)",
-                            (APP, created))
             session.execute(f"INSERT INTO {keyspace}.settings (name, value) VALUES ('bucket_seconds', '3600')")
             bucket = timeuuid.ticks_from_uuid(message_id) - timeuuid.ticks_from_uuid(message_id) % (
                 3600 * timeuuid.TICKS_PER_SECOND)
@@ -281,7 +279,7 @@ class UpgradeTests(CassandraStoreMixin, unittest.TestCase):
         store = self.make_store()
         yield store.open()
         self.addCleanup(store.close)
-        queue = yield store.get_queue(APP, "old")
+        queue = yield store.create_queue(QueueSettings(APP, "old", 1, created=created))  # the rows' incarnation
         new = NewMessage(timeuuid.make_uuid(real_ticks(), 1, 3), 1, b"from now", "text/plain", 3600)
         yield store.put_messages(queue, [new])
         read = yield store.read_messages(queue, 1, MessageRange())
