@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import atexit
+import os
 import sys
 from typing import Any
 
@@ -59,6 +61,7 @@ class QueueyService(service.MultiService):
         def failed(failure: Any) -> None:
             log.critical("Could not open the {backend} store: {error}", backend=store.name,
                          error=failure.getErrorMessage())
+            atexit.register(_exit_failed)  # once twistd has shut down: a supervisor sees a failure
             self._reactor.stop()
 
         store.open().addCallbacks(opened, failed)
@@ -68,6 +71,13 @@ class QueueyService(service.MultiService):
         self.core.hub.stop()
         yield super().stopService()
         yield self.core.store.close()
+
+
+def _exit_failed() -> None:
+    """End the process with status 1 (twistd itself always exits 0 after a reactor.stop())."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(1)
 
 
 def make_service(config: Config, port: str, reactor: Any) -> service.MultiService:
