@@ -132,9 +132,15 @@ class QueueTests(HTTPCase):
         yield self.post(queue="a", **{"X-Partition": "2", "X-TTL": "5"})
         _, listing, _ = yield self.call("GET", "/v1/queuey?include_count=true")
         self.assertEqual(listing["queues"], [{"queue_name": "a", "count": 3}])
+
+    @defer.inlineCallbacks
+    def test_list_count_leaves_out_expired(self) -> Any:
+        yield self.make_queue("a", partitions="2")
+        yield self.post(queue="a", **{"X-Partition": "2"})
+        yield self.post(queue="a", **{"X-Partition": "2", "X-TTL": "5"})
         self.memory.advance(6)
         _, listing, _ = yield self.call("GET", "/v1/queuey?include_count=true")
-        self.assertEqual(listing["queues"][0]["count"], 2)
+        self.assertEqual(listing["queues"][0]["count"], 1)
 
     @defer.inlineCallbacks
     def test_list_bad_parameters(self) -> Any:
@@ -428,7 +434,17 @@ class ByIdTests(HTTPCase):
         self.assertEqual([(m["message_id"], m["timestamp"], m["body"], m["content_type"]) for m in body["messages"]],
                          [(self.one["key"], self.one["timestamp"], "changed", "text/x-changed"),
                           (new_id, "1700000000.0000000", "changed", "text/x-changed")])
-        self.memory.advance(101)
+
+    @defer.inlineCallbacks
+    def test_put_ttl_counts_from_now(self) -> Any:
+        self.memory.advance(50)
+        code, _, _ = yield self.call("PUT", f"/v1/queuey/q/{self.one['key']}", body=b"changed",
+                                     headers={"Content-Type": "text/plain", "X-TTL": "100"})
+        self.assertEqual(code, 200)
+        self.memory.advance(99)
+        _, body, _ = yield self.call("GET", f"/v1/queuey/q/{self.one['key']}")
+        self.assertEqual([m["body"] for m in body["messages"]], ["changed"])
+        self.memory.advance(2)
         _, body, _ = yield self.call("GET", f"/v1/queuey/q/{self.one['key']}")
         self.assertEqual(body["messages"], [])
 

@@ -174,6 +174,8 @@ class ThreadedRunner:
 
     def read(self, operation: Operation[T]) -> defer.Deferred[T]:
         result: defer.Deferred[T] = defer.Deferred()
+        if self._writer is None:  # a stopped thread pool would never run it
+            return defer.fail(StorageUnavailable("SQLite store is not open"))
 
         def run() -> None:
             try:
