@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from twisted.internet import reactor
 from twisted.trial import unittest
 
-from queuey.config import ConfigError, load_config, parse_config
+from queuey.config import Config, ConfigError, load_config, parse_config
+from queuey.storage import make_store
 
 GOOD = """
 [application_keys]
@@ -68,7 +70,38 @@ class ConfigTests(unittest.TestCase):
 
     def test_sample_configs_load(self) -> None:
         samples = sorted((Path(__file__).parent.parent / "etc").glob("queuey*.ini"))
-        self.assertTrue(samples)
+        self.assertEqual([p.name for p in samples], ["queuey-cassandra.ini", "queuey.ini"])
         for path in samples:
             config = load_config(str(path), environ={})
             self.assertTrue(config.application_keys)
+
+    def test_sample_configs_say_what_they_mean(self) -> None:
+        """etc/*.ini hold the values their comments and README.rst document, and build their store."""
+        etc = Path(__file__).parent.parent / "etc"
+        for name, backend, storage in [
+                ("queuey.ini", "sqlite", {"backend": "sqlite", "path": "var/queuey.sqlite", "synchronous": "FULL",
+                                          "readers": "4", "expiry_interval": "60"}),
+                ("queuey-cassandra.ini", "cassandra", {
+                    "backend": "cassandra", "hosts": "127.0.0.1:9042", "keyspace": "queuey",
+                    "replication": "SimpleStrategy:1", "multi_dc": "false", "create_schema": "true",
+                    "connect_timeout": "5", "request_timeout": "10", "max_in_flight": "256",
+                    "bucket_seconds": "3600"})]:
+            config = load_config(str(etc / name), environ={})
+            self.assertEqual(dict(config.application_keys), {
+                "queuey": ("f25bfb8fe200475c8a0532a9cbe7651e",), "notifications": ("key-one", "key-two")}, name)
+            self.assertEqual((config.backend, dict(config.storage)), (backend, storage), name)
+            defaults = Config(application_keys=config.application_keys)
+            self.assertEqual((dict(config.delays), config.max_message_bytes, config.max_request_bytes,
+                              config.poll_interval, config.expiry_interval),
+                             (dict(defaults.delays), 262144, 16 * 1024 * 1024, 1.0, 60.0), name)
+            self.assertEqual((defaults.max_message_bytes, defaults.max_request_bytes, defaults.poll_interval,
+                              defaults.expiry_interval), (262144, 16 * 1024 * 1024, 1.0, 60.0))
+            store = make_store(config, reactor)  # builds (opens nothing)
+            self.assertEqual(store.name, backend)
+
+    def test_defaults_of_a_minimal_file(self) -> None:
+        """Only [application_keys] and a path: every other key takes the default README.rst gives."""
+        config = parse_config("[application_keys]\na = k\n[storage]\npath = q.sqlite\n")
+        self.assertEqual((config.backend, dict(config.delays), config.max_message_bytes, config.max_request_bytes,
+                          config.poll_interval, config.expiry_interval),
+                         ("sqlite", {"weak": 0.0, "strong": 0.0, "very_strong": 0.0}, 262144, 16777216, 1.0, 60.0))
