@@ -5,12 +5,15 @@ from __future__ import annotations
 import random
 from typing import Any
 
-from twisted.internet import defer, error as net_error
+from twisted.internet import defer, error as net_error, protocol, reactor
 from twisted.trial.unittest import SynchronousTestCase, TestCase
-from twisted.web import client as web_client
+from twisted.web import client as web_client, resource, server
 
 from queuey import client as qc
-from queuey.testing import MemoryQueuey
+from queuey.config import Config
+from queuey.storage.sqlite import SQLiteStore
+from queuey.testing import DEFAULT_KEYS, MemoryQueuey
+from tests.served import ServedQueuey
 
 
 class MemoryClientTests(TestCase):
@@ -337,3 +340,89 @@ def _timed(request: Any, clock: Any, times: list[float]) -> Any:
         times.append(clock.seconds())
         return request(*args, **kwargs)
     return timed
+
+
+class _Unavailable(resource.Resource):
+    """Answers every request 503, as a queuey whose store is down does."""
+
+    isLeaf = True
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.requests = 0
+
+    def render(self, request: Any) -> bytes:
+        self.requests += 1
+        request.setResponseCode(503)
+        request.setHeader(b"Retry-After", b"0")
+        request.setHeader(b"Content-Type", b"application/json")
+        return b'{"status":"error","error_msg":{"StorageUnavailable":"down"}}'
+
+
+class _Dropper(protocol.Protocol):
+    """Reads a request, then closes the connection without an answer."""
+
+    def connectionMade(self) -> None:
+        self.factory.connections += 1
+
+    def dataReceived(self, data: bytes) -> None:
+        self.transport.loseConnection()
+
+
+class ClientOverSocketsTests(TestCase):
+    """The client's own HTTP stack (treq, a connection pool) against real servers on loopback:
+    a queuey, one that answers 503, one that drops every connection."""
+
+    @defer.inlineCallbacks
+    def setUp(self) -> Any:
+        self.queuey = ServedQueuey(Config(application_keys=DEFAULT_KEYS), SQLiteStore.in_memory)
+        self.addCleanup(self.queuey.close)
+        yield self.queuey.opened
+        self.unavailable = _Unavailable()
+        self.unavailable_base = self.listen(server.Site(self.unavailable))
+        self.dropping = protocol.Factory.forProtocol(_Dropper)
+        self.dropping.connections = 0
+        self.dropping_base = self.listen(self.dropping)
+
+    def listen(self, factory: Any) -> str:
+        port = reactor.listenTCP(0, factory, interface="127.0.0.1")
+        self.addCleanup(port.stopListening)
+        return f"http://127.0.0.1:{port.getHost().port}"
+
+    def client(self, *bases: str, **kwargs: Any) -> qc.QueueyClient:
+        client = qc.QueueyClient([f"{base}/v1/queuey" for base in bases], "queuey-key", reactor=reactor,
+                                 backoff=0.01, max_backoff=0.05, **kwargs)
+        self.addCleanup(client.close)
+        return client
+
+    @defer.inlineCallbacks
+    def test_fails_over_on_503(self) -> Any:
+        client = self.client(self.unavailable_base, self.queuey.base)
+        yield client.create_queue("q")
+        self.assertEqual(self.unavailable.requests, 1)
+        self.assertEqual([q["queue_name"] for q in (yield client.list_queues())], ["q"])
+        self.assertEqual(self.unavailable.requests, 1)  # set aside for down_for
+
+    @defer.inlineCallbacks
+    def test_fails_over_on_a_dropped_connection(self) -> Any:
+        client = self.client(self.dropping_base, self.queuey.base)
+        self.assertEqual((yield client.list_queues()), [])
+        self.assertEqual(self.dropping.connections, 1)
+
+    @defer.inlineCallbacks
+    def test_posts_are_repeated_after_a_drop_only_with_retry_posts(self) -> Any:
+        owner = self.client(self.queuey.base)
+        yield owner.create_queue("q")
+        yield self.assertFailure(self.client(self.dropping_base, self.queuey.base).post_message("q", "once?"),
+                                 qc.ConnectionFailed)
+        self.assertEqual((yield owner.read_messages("q")), [])
+        yield self.client(self.dropping_base, self.queuey.base, retry_posts=True).post_message("q", "at least once")
+        self.assertEqual([m["body"] for m in (yield owner.read_messages("q"))], ["at least once"])
+        self.assertEqual(self.dropping.connections, 2)
+
+    @defer.inlineCallbacks
+    def test_gives_up_after_the_retries(self) -> Any:
+        yield self.assertFailure(self.client(self.dropping_base, retries=2).list_queues(), qc.ConnectionFailed)
+        self.assertEqual(self.dropping.connections, 3)
+        yield self.assertFailure(self.client(self.unavailable_base, retries=2).list_queues(), qc.ServiceUnavailable)
+        self.assertEqual(self.unavailable.requests, 3)
