@@ -66,3 +66,19 @@ class CassandraByIdTests(http_tests.ByIdTests, CassandraHTTPCase):
 
 class CassandraRoutingAndOperationsTests(http_tests.RoutingAndOperationsTests, CassandraHTTPCase):
     pass
+
+
+class CassandraDefaultsTests(http_tests.DefaultsTests, CassandraHTTPCase):
+    test_ttl_is_three_days = TTL_BY_FAKE_CLOCK
+
+
+class CassandraUpperCaseIdTests(http_tests.UpperCaseIdTests, CassandraHTTPCase):
+    pass
+
+
+class CassandraAccessRuleTests(http_tests.AccessRuleTests, CassandraHTTPCase):
+    pass
+
+
+class CassandraPartitionGrowthTests(http_tests.PartitionGrowthTests, CassandraHTTPCase):
+    pass

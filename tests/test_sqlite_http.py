@@ -55,3 +55,19 @@ class SQLiteByIdTests(http_tests.ByIdTests, SQLiteHTTPCase):
 
 class SQLiteRoutingAndOperationsTests(http_tests.RoutingAndOperationsTests, SQLiteHTTPCase):
     pass
+
+
+class SQLiteDefaultsTests(http_tests.DefaultsTests, SQLiteHTTPCase):
+    pass
+
+
+class SQLiteUpperCaseIdTests(http_tests.UpperCaseIdTests, SQLiteHTTPCase):
+    pass
+
+
+class SQLiteAccessRuleTests(http_tests.AccessRuleTests, SQLiteHTTPCase):
+    pass
+
+
+class SQLitePartitionGrowthTests(http_tests.PartitionGrowthTests, SQLiteHTTPCase):
+    pass
