@@ -62,7 +62,7 @@ class ProcessTests(ServerScenarios, unittest.TestCase):
         return response.code, document
 
     @defer.inlineCallbacks
-    def test_real_socket_limits_and_long_poll(self) -> Any:
+    def test_real_socket_limits_and_clean_shutdown(self) -> Any:
         server = yield self.start()
         yield self.request("POST", "/v1/e2e", data={"queue_name": "q"})
         code, document = yield self.request("POST", "/v1/e2e/q", data=b"x" * 5000)
