@@ -73,6 +73,10 @@ MAX_BATCH_BYTES = 4 * 1024 * 1024
 #: gc_grace_seconds of the message tables: tombstones there only hide deleted
 #: messages, which expire by TTL anyway; 3 h is the default hint window.
 MESSAGE_GC_GRACE = 10800
+#: Seconds a start-up waits for every node to agree on the schema it created: statements
+#: prepared before then may reach a node that lacks a table (seen on a loaded 3-node cluster,
+#: where the driver's default 10 s was not enough).
+SCHEMA_AGREEMENT_WAIT = 120
 _KEYSPACE = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,47}$")
 _DC = re.compile(r"^[A-Za-z0-9_.-]+$")
 
@@ -337,12 +341,16 @@ class CassandraStore:
             control_connection_timeout=s.connect_timeout,
             # Come back within seconds when Cassandra does, not after the default 10 min cap.
             reconnection_policy=ExponentialReconnectionPolicy(base_delay=0.5, max_delay=5.0),
+            max_schema_agreement_wait=SCHEMA_AGREEMENT_WAIT,
             protocol_version=5, application_name="queuey", monitor_reporting_enabled=False)
         self._cluster = cluster
         session = cluster.connect()
         if s.create_schema:
             for statement in schema_cql(s.keyspace, s.replication):
-                session.execute(statement, timeout=max(s.request_timeout, 30.0))
+                result = session.execute(statement, timeout=max(s.request_timeout, 30.0))
+                if not result.response_future.is_schema_agreed:
+                    raise StorageUnavailable(f"Cassandra: the nodes did not agree on the schema within "
+                                             f"{SCHEMA_AGREEMENT_WAIT} s")
         session.set_keyspace(s.keyspace)
         self._statements = {name: session.prepare(cql) for name, cql in _STATEMENTS.items()}
         self._session = session
