@@ -11,7 +11,7 @@ from importlib import metadata
 from typing import Any, Callable, Mapping
 
 from qdo.assign import Partition
-from queuey.config import ConfigError, IniFile, read_text
+from queuey.ini import ConfigError, IniFile, read_text
 
 JOB_GROUP = "qdo.jobs"
 ERROR_QUEUE = "qdo_error"
@@ -19,8 +19,9 @@ POLICIES = ("automatic", "manual")
 
 KNOWN = {
     "qdo-worker": {"job", "job_context", "job_failure", "name", "wait_interval", "concurrency", "long_poll",
-                   "batch_size", "job_threads", "lag_interval", "max_wait_interval"},
-    "partitions": {"policy", "ids", "discover_interval", "offsets_file", "exclude"},
+                   "batch_size", "job_threads", "lag_interval", "max_wait_interval", "commit_interval",
+                   "metrics"},
+    "partitions": {"policy", "ids", "queues", "discover_interval", "offsets_file", "exclude"},
     "queuey": {"connection", "app_key", "timeout"},
     "zookeeper": {"connection", "group", "party_wait", "session_timeout", "max_party_wait"},
 }
@@ -52,8 +53,11 @@ class WorkerConfig:
     job_threads: int = 4
     batch_size: int = 100
     lag_interval: float = 60.0
+    commit_interval: float = 1.0
+    metrics: str = ""
     policy: str = "automatic"
     ids: tuple[Partition, ...] = ()
+    queues: tuple[str, ...] = ()
     exclude: tuple[str, ...] = (ERROR_QUEUE,)
     discover_interval: float = 30.0
     offsets_file: str = ""
@@ -118,6 +122,10 @@ def parse_config(text: str, source: str = "<string>", environ: Mapping[str, str]
         except ValueError as e:
             raise ConfigError(f"[partitions] ids: {e}") from None
     exclude = tuple(get("partitions", "exclude", ERROR_QUEUE).replace(",", " ").split())
+    queues = tuple(dict.fromkeys(get("partitions", "queues", "").replace(",", " ").split()))
+    for queue in queues:
+        if not re.match(r"^[A-Za-z0-9_-]{1,50}$", queue):
+            raise ConfigError(f"[partitions] queues: {queue!r} is not a queue name (1-50 of A-Z a-z 0-9 _ -)")
 
     name = get("qdo-worker", "name", "")
     if not name:
@@ -155,8 +163,11 @@ def parse_config(text: str, source: str = "<string>", environ: Mapping[str, str]
         job_threads=int(number("qdo-worker", "job_threads", str(concurrency), int, 1)),
         batch_size=batch_size,
         lag_interval=float(number("qdo-worker", "lag_interval", "60", float, 0)),
+        commit_interval=float(number("qdo-worker", "commit_interval", "1", float, 0)),
+        metrics=get("qdo-worker", "metrics", ""),
         policy=policy,
         ids=tuple(dict.fromkeys(ids)),
+        queues=queues,
         exclude=exclude,
         discover_interval=float(number("partitions", "discover_interval", "30", float, 0.1)),
         offsets_file=get("partitions", "offsets_file", f"qdo-offsets-{name}.json"),

@@ -8,8 +8,10 @@ from twisted.application import service
 from twisted.internet import defer
 from twisted.logger import Logger
 
-from qdo.config import WorkerConfig, resolve
+from qdo import metrics as worker_metrics
+from qdo.config import ConfigError, WorkerConfig, resolve
 from qdo.coordinator import ManualCoordinator, ZooKeeperCoordinator
+from qdo.offsets import OffsetsDamaged
 from qdo.worker import Jobs
 from queuey.client import QueueyClient
 
@@ -34,11 +36,14 @@ class QdoService(service.Service):
         self.client = client or QueueyClient(list(config.queuey_connection), config.app_key, reactor=reactor,
                                              application=config.application, timeout=config.queuey_timeout)
         self.jobs = make_jobs(config, self.client, reactor)
+        self.metrics = worker_metrics.WorkerMetrics()
         if config.policy == "manual":
-            self.coordinator: Any = ManualCoordinator(config, self.client, self.jobs, reactor)
+            self.coordinator: Any = ManualCoordinator(config, self.client, self.jobs, reactor, metrics=self.metrics)
         else:
-            self.coordinator = ZooKeeperCoordinator(config, self.client, self.jobs, reactor, zk=zk)
+            self.coordinator = ZooKeeperCoordinator(config, self.client, self.jobs, reactor, zk=zk,
+                                                    metrics=self.metrics)
         self.started: defer.Deferred[None] | None = None
+        self.metrics_port: Any = None
         self.failed = False
 
     def startService(self) -> None:
@@ -46,17 +51,32 @@ class QdoService(service.Service):
         for warning in self.config.warnings:
             log.warn("Configuration {source}: {warning}", source=self.config.source, warning=warning)
         self.jobs.start()
-        self.started = defer.ensureDeferred(self.coordinator.start())
+        self.started = defer.ensureDeferred(self._start())
 
         def failed(failure: Any) -> None:
             self.failed = True
-            log.failure("qdo worker could not start", failure)
+            if failure.check(ConfigError, OffsetsDamaged):
+                log.critical("qdo worker could not start: {error}", error=str(failure.value))
+            else:
+                log.failure("qdo worker could not start", failure)
             self.reactor.stop()
         self.started.addErrback(failed)
+
+    async def _start(self) -> None:
+        if self.config.metrics:
+            try:
+                self.metrics_port = await worker_metrics.listen(self.reactor, self.config.metrics, self.metrics,
+                                                                self.coordinator.refresh_metrics)
+            except Exception as e:
+                raise ConfigError(f"[qdo-worker] metrics: cannot serve on {self.config.metrics!r}: {e}") from None
+            log.info("Metrics on {endpoint}", endpoint=self.config.metrics)
+        await self.coordinator.start()
 
     @defer.inlineCallbacks
     def stopService(self) -> Any:
         super().stopService()
+        if self.metrics_port is not None:
+            yield self.metrics_port.stopListening()
         try:
             yield defer.ensureDeferred(self.coordinator.stop())
         except Exception:

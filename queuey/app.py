@@ -1,80 +1,68 @@
-"""Queuey's HTTP face: thin Klein routes over :class:`queuey.core.Queuey`."""
+"""Queuey's HTTP face: thin Klein routes that decode a request, call :class:`queuey.core.Queuey`,
+and answer in JSON.
+
+Each route declares (``@spec``) who may call it and what body it takes; the
+channel's gate (:mod:`queuey.admission`) applies that from the request head,
+so by the time a route runs its request is routed, authorized and within its
+size.  Routes are matched once, by the gate, on Klein's route table; the one
+leaf resource here then runs the matched route.
+"""
 
 from __future__ import annotations
 
-import functools
-import io
+import inspect
 import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Awaitable, Callable
-from urllib.parse import parse_qs, unquote_to_bytes, urlsplit
+from typing import Any, Callable, TypeVar
 
-import orjson
 from klein import Klein
 from twisted.internet import defer
+from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.web import resource, server
-from twisted.web.iweb import IRequest
-from werkzeug.exceptions import MethodNotAllowed as RoutingMethodNotAllowed
-from werkzeug.exceptions import NotFound as RoutingNotFound
 
 import queuey
-from queuey.core import Queuey
-from queuey.errors import (BodyTooLarge, InvalidParameters, MethodNotAllowed, NotFound, QueueyError,
-                           StorageUnavailable)
+from queuey import decoding
+from queuey.admission import PREFLIGHT, Access, Admission, BodyUse, Gate, RouteSpec, method_label
+from queuey.budget import ByteBudget
+from queuey.channel import Pace, QueueyRequest, QueueySite
+from queuey.connections import ConnectionCap
+from queuey.core import Queuey, Result
+from queuey.errors import QueueyError, StorageUnavailable
+from queuey.following import Follower
+from queuey.responses import WRITE_SIZE, ResponseWriter, json_pieces, render_error, render_json, status_of
+from queuey.streams import EventStream, Streams, StreamSettings, wants_events
 
 log = Logger()
-JSON = b"application/json"
-Handler = Callable[..., Awaitable[dict[str, Any]]]
+F = TypeVar("F", bound=Callable[..., Any])
+OPENAPI = Path(__file__).resolve().parent / "openapi.yaml"
+SPECS: dict[str, RouteSpec] = {}
 
 
-def _header(request: IRequest, name: bytes) -> str | None:
-    value = request.getHeader(name)
-    return None if value is None else value.decode("latin-1")
+def spec(label: str, access: Access, body: BodyUse = BodyUse.NONE, status: int = 200,
+         pieces: str | None = None, signable: bool = False) -> Callable[[F], F]:
+    """Declare what the gate must check for this route, and how its answer is written."""
+    def record(handler: F) -> F:
+        SPECS[handler.__name__] = RouteSpec(label, access, body, status, pieces, signable)
+        return handler
+    return record
 
 
-def _decode_pairs(pairs: dict[bytes, list[bytes]] | dict[str, list[str]]) -> dict[str, str]:
-    try:
-        return {(k.decode("utf-8") if isinstance(k, bytes) else k):
-                (v[0].decode("utf-8") if isinstance(v[0], bytes) else v[0]) for k, v in pairs.items()}
-    except UnicodeDecodeError:
-        raise InvalidParameters({"query": "Parameters must be UTF-8."}) from None
+@dataclass(frozen=True)
+class Raw:
+    """An answer that is not JSON (metrics text, the OpenAPI document)."""
+
+    content_type: bytes
+    body: bytes
 
 
-def query_params(request: IRequest) -> dict[str, str]:
-    """The query string's parameters (first value of each)."""
-    return _decode_pairs(parse_qs(urlsplit(request.uri).query, keep_blank_values=True))
+@dataclass(frozen=True)
+class Reply:
+    """A JSON answer whose status is not the route's usual one."""
 
-
-def body_params(request: IRequest) -> dict[str, Any]:
-    """POST/PUT parameters: a JSON object, or a form-encoded body."""
-    body = read_body(request)
-    content_type = (_header(request, b"content-type") or "").split(";")[0].strip().lower()
-    if content_type == "application/json":
-        try:
-            document = orjson.loads(body) if body.strip() else {}
-        except orjson.JSONDecodeError:
-            raise InvalidParameters({"body": "Not valid JSON."}) from None
-        if not isinstance(document, dict):
-            raise InvalidParameters({"body": "Must be a JSON object of parameters."})
-        return document
-    return _decode_pairs(parse_qs(body, keep_blank_values=True))
-
-
-def read_body(request: IRequest) -> bytes:
-    content = request.content
-    if getattr(content, "overflowed", False):
-        raise BodyTooLarge("The request body is larger than this server accepts.")
-    content.seek(0)
-    return content.read()
-
-
-def render_json(request: IRequest, status: int, document: dict[str, Any]) -> bytes:
-    body = orjson.dumps(document)
-    request.setResponseCode(status)
-    request.setHeader(b"Content-Type", JSON)
-    request.setHeader(b"Content-Length", b"%d" % len(body))
-    return body
+    status: int
+    document: Result
 
 
 def _source() -> str:
@@ -96,198 +84,241 @@ def _source() -> str:
         return "unknown"
 
 
+def _principal(request: QueueyRequest) -> str | None:
+    assert request.admission is not None
+    return request.admission.principal
+
+
 class QueueyApp:
-    """The Klein routes; each turns a request into one call on :class:`Queuey`."""
+    """The routes; each turns a request into one call on :class:`Queuey`."""
 
     app = Klein()
+    # One route table, matched on raw paths: no merged slashes, no redirects of any kind.
+    app.url_map.merge_slashes = False
+    app.url_map.strict_slashes = False
+    app.url_map.redirect_defaults = False
 
     def __init__(self, core: Queuey) -> None:
         self.core = core
         self.metrics = core.metrics
         self.version = {"name": "queuey", "version": queuey.__version__, "source": _source()}
+        self.gate = Gate(self.app.url_map, SPECS, core, core.config)
+        self._openapi: bytes | None = None
+        config = core.config
+        self.streams = Streams(self.metrics)
+        self.stream_settings = StreamSettings(
+            config.stream_keepalive, config.stream_buffer_bytes, config.stream_retry_ms,
+            page_bytes=min(config.max_response_bytes, max(config.stream_buffer_bytes, config.max_message_bytes)))
 
-    def resource(self) -> Any:
-        return self.app.resource()
+    def resource(self) -> resource.Resource:
+        return _Routes(self)
 
-    # -- plumbing ---------------------------------------------------------
+    def site(self, reactor: IReactorTime, max_connections: int | None = None) -> QueueySite:
+        """An HTTP site serving these routes under the configured ``[limits]``."""
+        config = self.core.config
+        cap = max_connections or config.max_connections
+        return QueueySite(self.resource(), self.gate, self.metrics,
+                          Pace(config.request_head_timeout, config.body_min_rate),
+                          ConnectionCap(cap),
+                          ByteBudget(config.max_body_bytes_in_flight), reactor)
 
-    def _answer(self, request: IRequest, route: str, started: float, status: int,
-                document: dict[str, Any], headers: dict[str, str] | None = None) -> bytes:
-        for name, value in (headers or {}).items():
-            request.setHeader(name.encode(), value.encode())
-        self.metrics.requests.labels(route, request.method.decode("ascii", "replace"), str(status)).inc()
-        self.metrics.latency.labels(route).observe(time.perf_counter() - started)
-        return render_json(request, status, document)
+    # -- answering ----------------------------------------------------------
 
-    def _error(self, request: IRequest, route: str, started: float, error: QueueyError) -> bytes:
-        if isinstance(error, StorageUnavailable):
-            self.metrics.storage_errors.inc()
-            log.warn("Storage unavailable on {route}: {error}", route=route, error=str(error))
-        return self._answer(request, route, started, error.status,
-                            {"status": "error", "error_msg": error.errors}, error.headers)
+    async def respond(self, request: QueueyRequest) -> None:
+        """Run the admitted route and write its answer; QueueyErrors become their status."""
+        admission = request.admission
+        assert admission is not None
+        started = time.perf_counter()
+        if admission.endpoint == PREFLIGHT:  # headers decided by the gate
+            for name, value in admission.values.items():
+                request.setHeader(name.encode(), value.encode())
+            request.setResponseCode(204)
+            self._count(request, admission, started, 204)
+            request.finish()
+            return
+        try:
+            answer = self.app.execute_endpoint(admission.endpoint, request, **admission.values)
+            if inspect.isawaitable(answer):
+                answer = await answer
+        except QueueyError as e:
+            if isinstance(e, StorageUnavailable):
+                self.metrics.storage_errors.inc()
+                log.warn("Storage unavailable on {route}: {error}", route=admission.spec.label, error=str(e))
+            self._count(request, admission, started, status_of(e))
+            request.write(render_error(request, e))
+            request.finish()
+            return
+        except defer.CancelledError:
+            raise  # the client went away: nothing to answer
+        except Exception:
+            log.failure("Unexpected error answering {route}", route=admission.spec.label)
+            self._count(request, admission, started, 500)
+            request.write(render_json(request, 500, {"status": "error", "error_msg": {
+                "ServerError": "Unexpected server error; it was logged."}}))
+            request.finish()
+            return
+        self._count(request, admission, started, answer.status if isinstance(answer, Reply) else admission.spec.status)
+        if isinstance(answer, EventStream):
+            await self.streams.serve(answer)  # it finishes the request itself
+            return
+        pieces = self._encode(request, admission, answer)
+        del answer  # from here on only the encoded pieces are held, and each only until written
+        if len(pieces) == 1:
+            request.write(pieces[0])
+        else:
+            writer = ResponseWriter(request)
+            try:
+                if not await writer.write_all(pieces):
+                    return  # the client went away
+            finally:
+                writer.close()
+        request.finish()
 
     @staticmethod
-    def endpoint(route: str, status: int = 200) -> Callable[[Handler], Callable[..., Any]]:
-        """Wrap a handler: JSON out, QueueyErrors as their status, metrics, no tracebacks."""
-        def decorate(handler: Handler) -> Callable[..., Any]:
-            @functools.wraps(handler)
-            async def wrapper(self: "QueueyApp", request: IRequest, **kwargs: Any) -> bytes:
-                started = time.perf_counter()
-                try:
-                    principal = self.core.authenticate(_header(request, b"authorization"))
-                    document = await handler(self, request, principal, **kwargs)
-                except QueueyError as e:
-                    return self._error(request, route, started, e)
-                except defer.CancelledError:
-                    raise  # the client went away: nothing to answer
-                except Exception:
-                    log.failure("Unexpected error answering {route}", route=route)
-                    return self._answer(request, route, started, 500, {
-                        "status": "error", "error_msg": {"ServerError": "Unexpected server error; it was logged."}})
-                return self._answer(request, route, started, status, document)
-            return wrapper
-        return decorate
+    def _encode(request: QueueyRequest, admission: Admission, answer: Any) -> list[bytes]:
+        """Set the answer's status and headers; its body as one piece, or as many when it is long."""
+        if isinstance(answer, Raw):
+            request.setHeader(b"Content-Type", answer.content_type)
+            request.setHeader(b"Content-Length", b"%d" % len(answer.body))
+            return [answer.body]
+        if isinstance(answer, Reply):
+            return [render_json(request, answer.status, answer.document)]
+        if admission.spec.pieces is None:
+            return [render_json(request, admission.spec.status, answer)]
+        pieces, length = json_pieces(answer, admission.spec.pieces)
+        request.setResponseCode(admission.spec.status)
+        request.setHeader(b"Content-Type", b"application/json")
+        request.setHeader(b"Content-Length", b"%d" % length)
+        return [b"".join(pieces)] if length <= WRITE_SIZE else pieces
 
-    # -- errors of routing ------------------------------------------------
-
-    @app.handle_errors(RoutingNotFound)
-    def not_found(self, request: IRequest, failure: Any) -> bytes:
-        error = NotFound(f"No such resource: {request.path.decode('utf-8', 'replace')}")
-        return self._error(request, "unknown", time.perf_counter(), error)
-
-    @app.handle_errors(RoutingMethodNotAllowed)
-    def method_not_allowed(self, request: IRequest, failure: Any) -> bytes:
-        allowed = sorted(m for m in (failure.value.valid_methods or []) if m != "HEAD")
-        return self._error(request, "unknown", time.perf_counter(), MethodNotAllowed(allowed))
+    def _count(self, request: QueueyRequest, admission: Admission, started: float, status: int) -> None:
+        self.metrics.requests.labels(admission.spec.label, method_label(request.method), str(status)).inc()
+        self.metrics.latency.labels(admission.spec.label).observe(time.perf_counter() - started)
 
     # -- operations -------------------------------------------------------
 
     @app.route("/__lbheartbeat__", methods=["GET"])
-    def lbheartbeat(self, request: IRequest) -> bytes:
-        return render_json(request, 200, {"status": "ok"})
+    @spec("operations", Access.ANYONE)
+    def lbheartbeat(self, request: QueueyRequest) -> Result:
+        return {"status": "ok"}
 
     @app.route("/__heartbeat__", methods=["GET"])
-    async def heartbeat(self, request: IRequest) -> bytes:
+    @spec("operations", Access.ANYONE)
+    async def heartbeat(self, request: QueueyRequest) -> Result | Reply:
         try:
             await self.core.store.check()
         except Exception as e:
             self.metrics.storage_errors.inc()
-            return render_json(request, 503, {"status": "error", "checks": {"storage": str(e)}})
-        return render_json(request, 200, {"status": "ok", "checks": {"storage": "ok"}})
+            failed = {"storage": str(e)}
+            return Reply(503, {"status": "error", "error_msg": failed, "checks": failed})
+        return {"status": "ok", "checks": {"storage": "ok"}}
 
     @app.route("/__version__", methods=["GET"])
-    def version_info(self, request: IRequest) -> bytes:
-        return render_json(request, 200, self.version)
+    @spec("operations", Access.ANYONE)
+    def version_info(self, request: QueueyRequest) -> Result:
+        return self.version
 
     @app.route("/metrics", methods=["GET"])
-    def metrics_text(self, request: IRequest) -> bytes:
-        request.setHeader(b"Content-Type", self.metrics.content_type.encode())
-        return self.metrics.render()
+    @spec("operations", Access.ANYONE)
+    def metrics_text(self, request: QueueyRequest) -> Raw:
+        return Raw(self.metrics.content_type.encode(), self.metrics.render())
+
+    @app.route("/openapi.yaml", methods=["GET"])
+    @spec("operations", Access.ANYONE)
+    def openapi(self, request: QueueyRequest) -> Raw:
+        if self._openapi is None:
+            self._openapi = OPENAPI.read_bytes()
+        return Raw(b"application/yaml", self._openapi)
 
     # -- queues -----------------------------------------------------------
 
     @app.route("/v1/<application>", methods=["GET"])
-    @endpoint("application")
-    async def list_queues(self, request: IRequest, principal: str | None, application: str) -> dict[str, Any]:
-        return await self.core.list_queues(principal, application, query_params(request))
+    @spec("application", Access.OWNER)
+    async def list_queues(self, request: QueueyRequest, application: str) -> Result:
+        return await self.core.list_queues(_principal(request), application, decoding.list_query(request.uri))
 
     @app.route("/v1/<application>", methods=["POST"])
-    @endpoint("application", status=201)
-    async def create_queue(self, request: IRequest, principal: str | None, application: str) -> dict[str, Any]:
-        return await self.core.create_queue(principal, application, body_params(request))
+    @spec("application", Access.OWNER, BodyUse.PARAMETERS, status=201)
+    async def create_queue(self, request: QueueyRequest, application: str) -> Result:
+        wanted = decoding.queue_parameters(request.getHeader(b"content-type"), request.body(), creating=True)
+        return await self.core.create_queue(_principal(request), application, wanted)
 
     @app.route("/v1/<application>/<queue>", methods=["PUT"])
-    @endpoint("queue")
-    async def update_queue(self, request: IRequest, principal: str | None, application: str,
-                           queue: str) -> dict[str, Any]:
-        return await self.core.update_queue(principal, application, queue, body_params(request))
+    @spec("queue", Access.OWNER, BodyUse.PARAMETERS)
+    async def update_queue(self, request: QueueyRequest, application: str, queue: str) -> Result:
+        wanted = decoding.queue_parameters(request.getHeader(b"content-type"), request.body(), creating=False)
+        return await self.core.update_queue(_principal(request), application, queue, wanted)
 
     @app.route("/v1/<application>/<queue>", methods=["DELETE"])
-    @endpoint("queue")
-    async def delete_queue(self, request: IRequest, principal: str | None, application: str,
-                           queue: str) -> dict[str, Any]:
-        return await self.core.delete_queue(principal, application, queue)
+    @spec("queue", Access.OWNER)
+    async def delete_queue(self, request: QueueyRequest, application: str, queue: str) -> Result:
+        return await self.core.delete_queue(_principal(request), application, queue)
+
+    @app.route("/v1/<application>/<queue>/info", methods=["GET"])
+    @spec("queue", Access.APPLICATION)
+    async def queue_info(self, request: QueueyRequest, application: str, queue: str) -> Result:
+        return await self.core.queue_info(_principal(request), application, queue)
 
     # -- messages ---------------------------------------------------------
 
+    @app.route("/v1/<application>/<queue>/signed", methods=["POST"])
+    @spec("signed", Access.OWNER, BodyUse.PARAMETERS)
+    async def sign_url(self, request: QueueyRequest, application: str, queue: str) -> Result:
+        wanted = decoding.signing_request(request.getHeader(b"content-type"), request.body(),
+                                          self.core.config.signing_max_expiry)
+        return await self.core.sign_url(_principal(request), application, queue, wanted)
+
     @app.route("/v1/<application>/<queue>", methods=["POST"])
-    @endpoint("queue", status=201)
-    async def post_messages(self, request: IRequest, principal: str | None, application: str,
-                            queue: str) -> dict[str, Any]:
-        return await self.core.post_messages(
-            principal, application, queue, _header(request, b"content-type"), read_body(request),
-            _header(request, b"x-ttl"), _header(request, b"x-partition"))
+    @spec("queue", Access.OWNER, BodyUse.MESSAGES, status=201, signable=True)
+    async def post_messages(self, request: QueueyRequest, application: str, queue: str) -> Result:
+        posted = decoding.posted_messages(request.getHeader(b"content-type"), request.body(),
+                                          request.getHeader(b"x-ttl"), request.getHeader(b"x-partition"),
+                                          request.getHeader(b"x-delay"))
+        return await self.core.post_messages(_principal(request), application, queue, posted)
 
     @app.route("/v1/<application>/<queue>", methods=["GET"])
-    @endpoint("queue")
-    async def read_messages(self, request: IRequest, principal: str | None, application: str,
-                            queue: str) -> dict[str, Any]:
-        return await self.core.read_messages(principal, application, queue, query_params(request))
+    @spec("queue", Access.APPLICATION, pieces="messages", signable=True)
+    async def read_messages(self, request: QueueyRequest, application: str, queue: str) -> Result | EventStream:
+        query = decoding.read_query(request.uri)
+        if wants_events(request.method, request.getHeader(b"accept")):
+            positions = decoding.stream_cursor(request.getHeader(b"last-event-id"))
+            settings, query = await self.core.followable(_principal(request), application, queue, query)
+            return EventStream(request, Follower(self.core, settings, query, positions), self.stream_settings,
+                               self.metrics, self.core.clock)
+        return await self.core.read_messages(_principal(request), application, queue, query)
 
     @app.route("/v1/<application>/<queue>/<ids>", methods=["GET"])
-    @endpoint("messages")
-    async def get_messages(self, request: IRequest, principal: str | None, application: str,
-                           queue: str, ids: str) -> dict[str, Any]:
-        return await self.core.get_messages(principal, application, queue, ids)
+    @spec("messages", Access.APPLICATION, pieces="messages", signable=True)
+    async def get_messages(self, request: QueueyRequest, application: str, queue: str, ids: str) -> Result:
+        return await self.core.get_messages(_principal(request), application, queue, decoding.message_refs(ids))
 
     @app.route("/v1/<application>/<queue>/<ids>", methods=["PUT"])
-    @endpoint("messages")
-    async def replace_messages(self, request: IRequest, principal: str | None, application: str,
-                               queue: str, ids: str) -> dict[str, Any]:
-        return await self.core.replace_messages(
-            principal, application, queue, ids, _header(request, b"content-type"), read_body(request),
-            _header(request, b"x-ttl"))
+    @spec("messages", Access.OWNER, BodyUse.MESSAGES)
+    async def replace_messages(self, request: QueueyRequest, application: str, queue: str, ids: str) -> Result:
+        refs = decoding.message_refs(ids)
+        message = decoding.single_message(request.getHeader(b"content-type"), request.body(),
+                                          request.getHeader(b"x-ttl"))
+        return await self.core.replace_messages(_principal(request), application, queue, refs, message)
 
     @app.route("/v1/<application>/<queue>/<ids>", methods=["DELETE"])
-    @endpoint("messages")
-    async def delete_messages(self, request: IRequest, principal: str | None, application: str,
-                              queue: str, ids: str) -> dict[str, Any]:
-        return await self.core.delete_messages(principal, application, queue, ids)
+    @spec("messages", Access.APPLICATION)
+    async def delete_messages(self, request: QueueyRequest, application: str, queue: str, ids: str) -> Result:
+        return await self.core.delete_messages(_principal(request), application, queue, decoding.message_refs(ids))
 
 
-class _BoundedBody(io.BytesIO):
-    """A request body that stops keeping bytes past ``limit`` and says so."""
+class _Routes(resource.Resource):
+    """The one resource: runs the route the gate admitted; cancels it when the client leaves."""
 
-    def __init__(self, limit: int, declared: int | None) -> None:
-        super().__init__()
-        self.limit = limit
-        self.overflowed = declared is not None and declared > limit
-
-    def write(self, data: bytes) -> int:  # type: ignore[override]
-        if not self.overflowed and self.tell() + len(data) > self.limit:
-            self.overflowed = True
-            self.seek(0)
-            self.truncate()
-        if self.overflowed:
-            return len(data)
-        return super().write(data)
-
-
-class QueueySite(server.Site):
-    """A Site that keeps request bodies in memory up to ``max_request_bytes`` and no further."""
-
-    def __init__(self, resource: Any, max_request_bytes: int, **kwargs: Any) -> None:
-        super().__init__(resource, **kwargs)
-        self.max_request_bytes = max_request_bytes
-
-    def getContentFile(self, length: int | None) -> _BoundedBody:
-        return _BoundedBody(self.max_request_bytes, length)
-
-    def getResourceFor(self, request: IRequest) -> Any:
-        """Answer a URL that is not UTF-8 with a JSON 400 (Klein's own answer is plain text)."""
-        try:
-            unquote_to_bytes(request.uri).decode("utf-8")
-        except UnicodeDecodeError:
-            return _JSONErrorResource(InvalidParameters({"url": "The URL must be UTF-8 once percent-decoded."}))
-        return super().getResourceFor(request)
-
-
-class _JSONErrorResource(resource.Resource):
     isLeaf = True
 
-    def __init__(self, error: QueueyError) -> None:
+    def __init__(self, app: QueueyApp) -> None:
         super().__init__()
-        self.error = error
+        self._app = app
 
-    def render(self, request: IRequest) -> bytes:
-        return render_json(request, self.error.status, {"status": "error", "error_msg": self.error.errors})
+    def render(self, request: QueueyRequest) -> Any:
+        for name, value in self._app.gate.cors.answer_headers(request.requestHeaders).items():
+            request.setHeader(name, value)
+        answering = defer.ensureDeferred(self._app.respond(request))
+        answering.addErrback(lambda failure: failure.trap(defer.CancelledError) and None)
+        request.notifyFinish().addErrback(lambda _: answering.cancel())
+        return server.NOT_DONE_YET

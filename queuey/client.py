@@ -16,6 +16,8 @@ back-off and jitter (honouring ``Retry-After``), ``retries`` times at most, then
 fails with :class:`ServiceUnavailable` or :class:`ConnectionFailed`. A POST of
 messages is only retried when it certainly did not reach a server (connection
 refused, 503), never after a lost response, unless ``retry_posts`` is true.
+A call the caller cancels (a long poll no longer wanted) fails at once with
+``CancelledError``: it is not retried, and its server is not set aside.
 
 Any other error answer becomes a typed exception, a subclass of
 :class:`QueueyClientError` carrying ``status`` and the server's ``errors``
@@ -271,8 +273,15 @@ class QueueyClient:
         d = self._http.request(method, url, headers=self._headers(headers), data=body)
 
         async def read() -> tuple[int, Any, Any]:
-            response = await d
-            content = await treq.content(response)
+            try:
+                response = await d
+                content = await treq.content(response)
+            except web_client.ResponseFailed as e:
+                if any(reason.check(defer.CancelledError) for reason in e.reasons):
+                    # Twisted's Agent reports a cancelled request as a failed response: say what it was,
+                    # or it would be retried (and a timeout would not be told from it).
+                    raise defer.CancelledError() from None
+                raise
             return response.code, content, response.headers
 
         whole = defer.ensureDeferred(read())
@@ -396,6 +405,12 @@ class QueueyClient:
         return await self.request("PUT", self._queue_path(queue_name), json=params)
 
     @deferred
+    async def queue_info(self, queue_name: str) -> dict[str, Any]:
+        """``queue_name``, ``partitions``, ``type`` and ``consistency`` of a queue this key may read
+        (any public queue; one that lists this key's application as a principal)."""
+        return await self.request("GET", self._queue_path(queue_name) + "/info")
+
+    @deferred
     async def delete_queue(self, queue_name: str) -> dict[str, Any]:
         return await self.request("DELETE", self._queue_path(queue_name))
 
@@ -427,14 +442,54 @@ class QueueyClient:
                             since: str | None = None, after: str | None = None, limit: int | None = None,
                             order: str | None = None, wait: float | None = None) -> list[dict[str, Any]]:
         """A range read: messages of the partitions (``"all"``, a number or numbers), oldest first."""
-        if partitions is not None and not isinstance(partitions, str):
-            partitions = ",".join(str(p) for p in ([partitions] if isinstance(partitions, int) else partitions))
+        answer = await self.read_page(queue_name, partitions, since, after, limit, order, wait)
+        return answer["messages"]
+
+    @deferred
+    async def read_page(self, queue_name: str, partitions: Iterable[int] | str | int | None = None,
+                        since: str | None = None, after: str | None = None, limit: int | None = None,
+                        order: str | None = None, wait: float | None = None) -> dict[str, Any]:
+        """A range read's whole answer: ``messages``, and ``truncated`` and ``resume`` when the page was cut."""
         wait_seconds = None if wait is None else int(wait)
         timeout = self._timeout + (wait_seconds or 0)
-        answer = await self.request("GET", self._queue_path(queue_name), params={
-            "partitions": partitions, "since": since, "after": after, "limit": limit, "order": order,
+        return await self.request("GET", self._queue_path(queue_name), params={
+            "partitions": _partitions(partitions), "since": since, "after": after, "limit": limit, "order": order,
             "wait": wait_seconds}, timeout=timeout)
-        return answer["messages"]
+
+    @deferred
+    async def open_stream(self, queue_name: str, partitions: Iterable[int] | str | int | None = None,
+                          since: str | None = None, after: str | None = None, limit: int | None = None,
+                          last_event_id: str | None = None) -> Any:
+        """The queue as server-sent events (docs/api.rst): the 200 response, its body not read yet
+        (``treq.collect`` it, parse it with :class:`queuey.sse.EventParser`).  An error answer
+        raises its typed error.  Never retried: reconnecting, with the last event id, is the caller's."""
+        query = urlencode({k: v for k, v in {"partitions": _partitions(partitions), "since": since,
+                                              "after": after, "limit": limit}.items() if v is not None})
+        extra = {"Accept": "text/event-stream"}
+        if last_event_id is not None:
+            extra["Last-Event-ID"] = last_event_id
+        server = self._server()
+        url = server.base + self._queue_path(queue_name) + ("?" + query if query else "")
+        opened = self._http.request("GET", url, headers=self._headers(extra), unbuffered=True)
+        opened.addTimeout(self._timeout, self._reactor)
+        try:
+            response = await opened
+        except _NOT_SENT + _MAYBE_SENT as e:
+            self._mark_down(server, f"no stream: {e.__class__.__name__}")
+            raise ConnectionFailed(f"{server.base}: {e.__class__.__name__}: {e}") from None
+        kind = (response.headers.getRawHeaders(b"content-type") or [b""])[0]
+        if response.code == 200 and kind.startswith(b"text/event-stream"):
+            self._mark_up(server)
+            return response
+        content = await treq.content(response)
+        try:
+            document = orjson.loads(content) if content else {}
+        except orjson.JSONDecodeError:
+            document = {"error_msg": {"body": content[:200].decode("utf-8", "replace")}}
+        if response.code < 400:
+            raise QueueyClientError(f"HTTP {response.code}: the server answered {kind.decode('latin-1')!r}, "
+                                    "not an event stream", response.code, {"stream": "not an event stream"})
+        raise error_for(response.code, document)
 
     @deferred
     async def get_messages(self, queue_name: str, ids: Iterable[str] | str) -> list[dict[str, Any]]:
@@ -454,6 +509,13 @@ class QueueyClient:
     @deferred
     async def delete_messages(self, queue_name: str, ids: Iterable[str] | str) -> dict[str, Any]:
         return await self.request("DELETE", self._queue_path(queue_name, _ids(ids)))
+
+
+def _partitions(partitions: Iterable[int] | str | int | None) -> str | None:
+    """``"all"``, a number or numbers as the ``partitions`` parameter."""
+    if partitions is None or isinstance(partitions, str):
+        return partitions
+    return ",".join(str(p) for p in ([partitions] if isinstance(partitions, int) else partitions))
 
 
 def _ids(ids: Iterable[str] | str) -> str:

@@ -1,7 +1,8 @@
 """What Queuey does, without HTTP: access rules, queues, messages, long-poll.
 
-The Klein routes in :mod:`queuey.app` only turn requests into calls on
-:class:`Queuey` and its answers (plain dicts) into JSON.
+It takes checked, typed inputs (:mod:`queuey.validation`) and answers with
+plain dicts; :mod:`queuey.app` decodes requests into those inputs and the
+answers into JSON.
 """
 
 from __future__ import annotations
@@ -10,9 +11,9 @@ import base64
 import hmac
 import random as random_module
 import uuid
+from dataclasses import replace
 from typing import Any, Mapping, Sequence
 
-import orjson
 from twisted.internet import defer, task
 from twisted.internet.interfaces import IReactorTime
 
@@ -24,9 +25,12 @@ from queuey.interfaces import (IMessageStore, Message, MessageRange, MessageRef,
                                QueueSettings)
 from queuey.longpoll import LongPollHub
 from queuey.metrics import Metrics
-from queuey.validation import MessageInput, ReadQuery
+from queuey.pages import Page, cut_page
+from queuey.signing import UrlSigner
+from queuey.validation import (ListQuery, MessageInput, PostedMessages, QueueParameters, ReadQuery,
+                               SigningRequest)
+from queuey.visibility import VisibilityTimer
 
-JSON_TYPE = "application/json"
 Result = dict[str, Any]
 
 
@@ -63,6 +67,13 @@ def message_json(message: Message) -> Result:
     return result
 
 
+def _after(wanted: MessageRange, position: uuid.UUID) -> MessageRange:
+    """``wanted`` starting strictly after ``position``, unless its own lower bound is later."""
+    if wanted.lower is not None and timeuuid.sort_key(wanted.lower) > timeuuid.sort_key(position):
+        return wanted
+    return replace(wanted, lower=position, lower_inclusive=False)
+
+
 def gather(deferreds: Sequence[defer.Deferred[Any]]) -> defer.Deferred[list[Any]]:
     """All results in order, or the first failure itself (not wrapped in FirstError),
     so that a cancellation stays a CancelledError."""
@@ -79,14 +90,22 @@ class Queuey:
         self.store = store
         self.clock = clock
         self.keys = KeyRing(config.application_keys)
+        self.signer = UrlSigner(config.signing_secrets)
         self.metrics = metrics or Metrics()
         self.hub = LongPollHub(clock, store, config.poll_interval)
         self.metrics.watch_held(lambda: self.hub.held)
+        self.visibility = VisibilityTimer(clock, self.hub.notify)
         self._ids = timeuuid.TimeUUIDGenerator(self._now_ticks)
+        self._later_ids = timeuuid.LaterIds()
         self._random = rng or random_module.Random()
 
     def _now_ticks(self) -> int:
         return round(self.clock.seconds() * timeuuid.TICKS_PER_SECOND)
+
+    def stop(self) -> None:
+        """Release held reads and forget pending wakes (the service stops)."""
+        self.visibility.stop()
+        self.hub.stop()
 
     # -- access -------------------------------------------------------------
 
@@ -100,19 +119,21 @@ class Queuey:
             raise InvalidApplicationKey("The application key is not valid.")
         return app
 
-    def _check_application(self, application: str) -> None:
+    def check_application(self, application: str) -> None:
+        """NotFound unless ``application`` is configured."""
         if application not in self.keys.applications:
             raise NotFound(f"No application {application!r}.")
 
-    def _require_owner(self, principal: str | None, application: str) -> None:
-        self._check_application(application)
+    def require_owner(self, principal: str | None, application: str) -> None:
+        """What managing queues and posting need: the application's own key."""
+        self.check_application(application)
         if principal is None:
             raise MissingApplicationKey("This needs an Authorization: Application <key> header.")
         if principal != application:
             raise AccessDenied(f"This key may not manage the queues of {application!r}.")
 
     async def _queue(self, application: str, queue_name: str) -> QueueSettings:
-        self._check_application(application)
+        self.check_application(application)
         queue = None
         if validation.is_valid_name(queue_name):
             queue = await self.store.get_queue(application, queue_name)
@@ -121,7 +142,7 @@ class Queuey:
         return queue
 
     async def _owned_queue(self, principal: str | None, application: str, queue_name: str) -> QueueSettings:
-        self._require_owner(principal, application)
+        self.require_owner(principal, application)
         return await self._queue(application, queue_name)
 
     async def _consumable_queue(self, principal: str | None, application: str, queue_name: str,
@@ -139,9 +160,8 @@ class Queuey:
 
     # -- queues -------------------------------------------------------------
 
-    async def list_queues(self, principal: str | None, application: str, params: Mapping[str, Any]) -> Result:
-        self._require_owner(principal, application)
-        query = validation.parse_list_query(params)
+    async def list_queues(self, principal: str | None, application: str, query: ListQuery) -> Result:
+        self.require_owner(principal, application)
         queues = await self.store.list_queues(application, query.offset, query.limit)
         listed = [queue_json(q) if query.details else {"queue_name": q.queue_name} for q in queues]
         if query.include_count:
@@ -150,9 +170,8 @@ class Queuey:
                 entry["count"] = count
         return {"status": "ok", "queues": listed}
 
-    async def create_queue(self, principal: str | None, application: str, params: Mapping[str, Any]) -> Result:
-        self._require_owner(principal, application)
-        wanted = validation.parse_queue_parameters(params, creating=True)
+    async def create_queue(self, principal: str | None, application: str, wanted: QueueParameters) -> Result:
+        self.require_owner(principal, application)
         settings = QueueSettings(
             application=application,
             queue_name=wanted.queue_name or uuid.uuid4().hex,
@@ -166,9 +185,8 @@ class Queuey:
         return {"status": "ok", **queue_json(stored)}
 
     async def update_queue(self, principal: str | None, application: str, queue_name: str,
-                           params: Mapping[str, Any]) -> Result:
+                           wanted: QueueParameters) -> Result:
         queue = await self._owned_queue(principal, application, queue_name)
-        wanted = validation.parse_queue_parameters(params, creating=False)
         if wanted.partitions is not None and wanted.partitions < queue.partitions:
             raise InvalidParameters({"partitions": f"Partitions may only grow (now {queue.partitions})."})
         updated = QueueSettings(
@@ -184,55 +202,103 @@ class Queuey:
             raise NotFound(f"No queue {queue_name!r} in application {application!r}.")
         return {"status": "ok", **queue_json(stored)}
 
+    async def queue_info(self, principal: str | None, application: str, queue_name: str) -> Result:
+        """What a reader needs to read a queue (partitions, type, consistency), for whoever may read it."""
+        queue = await self._consumable_queue(principal, application, queue_name, reading=True)
+        return {"status": "ok", "queue_name": queue.queue_name, "partitions": queue.partitions,
+                "type": queue.type, "consistency": queue.consistency}
+
     async def delete_queue(self, principal: str | None, application: str, queue_name: str) -> Result:
         await self._owned_queue(principal, application, queue_name)
         if not await self.store.delete_queue(application, queue_name):
             raise NotFound(f"No queue {queue_name!r} in application {application!r}.")
         return {"status": "ok"}
 
+    async def sign_url(self, principal: str | None, application: str, queue_name: str,
+                       wanted: SigningRequest) -> Result:
+        """A URL of the queue granting ``wanted.methods`` to whoever holds it, until it expires."""
+        queue = await self._owned_queue(principal, application, queue_name)
+        expires = int(self.clock.seconds()) + wanted.expires_in
+        signed = self.signer.sign(queue.application, queue.queue_name, wanted.methods, expires)
+        return {"status": "ok", "url": signed.url, "methods": list(signed.methods), "expires": signed.expires}
+
+    def check_signature(self, application: str, queue_name: str, method: str, params: Mapping[str, str]) -> str:
+        """The application a signed URL speaks for (the queue's owner); AccessDenied if it does not hold."""
+        self.check_application(application)
+        if not self.signer.enabled:
+            raise AccessDenied("Signed URLs are off on this server (no [signing] secret).")
+        self.signer.check(application, queue_name, method, params, self.clock.seconds())
+        return application
+
     # -- messages -----------------------------------------------------------
 
-    def _check_sizes(self, inputs: Sequence[MessageInput]) -> None:
+    def _check_messages(self, queue: QueueSettings, posted: PostedMessages) -> None:
+        """Each message fits the size limit (body and content type), names a partition of ``queue``
+        and is delayed at most ``max_delay``."""
         limit = self.config.max_message_bytes
-        for index, message in enumerate(inputs):
-            if len(message.body) > limit:
-                where = "body" if len(inputs) == 1 else f"{index}.body"
-                raise BodyTooLarge(f"{where}: a message body may hold at most {limit} bytes.",
-                                   {where: f"A message body may hold at most {limit} bytes."})
-
-    def _parse_posted(self, queue: QueueSettings, content_type: str | None, body: bytes,
-                      ttl: str | None, partition: str | None) -> tuple[MessageInput, ...]:
-        if (content_type or "").split(";")[0].strip().lower() == JSON_TYPE:
-            try:
-                document = orjson.loads(body)
-            except orjson.JSONDecodeError:
-                raise InvalidParameters({"body": "A batch must be valid JSON."}) from None
-            inputs = validation.parse_batch(document, queue.partitions)
-        else:
-            inputs = (validation.parse_single_message(body, content_type, ttl, partition, queue.partitions),)
-        self._check_sizes(inputs)
-        return inputs
+        for index, message in enumerate(posted.messages):
+            prefix = f"{index}." if posted.batch else ""
+            if message.delay > self.config.max_delay:
+                raise InvalidParameters({f"{prefix}delay": f"Must be a number of seconds from 0 to "
+                                                           f"{self.config.max_delay}, not {message.delay}."})
+            if message.partition is not None and message.partition > queue.partitions:
+                raise InvalidParameters({f"{prefix}partition": f"Must be a partition number from 1 to "
+                                                               f"{queue.partitions}, not {message.partition}."})
+            if len(message.body) + len(message.content_type) > limit:
+                where = f"{prefix}body"
+                raise BodyTooLarge(f"{where}: a message (body and content type) may hold at most {limit} bytes.",
+                                   {where: f"A message (body and content type) may hold at most {limit} bytes."})
 
     async def post_messages(self, principal: str | None, application: str, queue_name: str,
-                            content_type: str | None, body: bytes, ttl: str | None = None,
-                            partition: str | None = None) -> Result:
-        """Store one message (any content type) or a JSON batch, all or nothing."""
+                            posted: PostedMessages) -> Result:
+        """Store one message or a batch, all or nothing."""
         queue = await self._owned_queue(principal, application, queue_name)
-        inputs = self._parse_posted(queue, content_type, body, ttl, partition)
-        messages = [NewMessage(self._ids.next(),
+        self._check_messages(queue, posted)
+        ids = self._new_ids(posted)
+        messages = [NewMessage(message_id,
                                m.partition or (1 if queue.partitions == 1 else self._random.randint(1, queue.partitions)),
-                               m.body, m.content_type, m.ttl) for m in inputs]
+                               m.body, m.content_type, m.ttl) for message_id, m in zip(ids, posted.messages)]
         await self._store_messages(queue, messages)
         return {"status": "ok", "messages": [
             {"key": m.id.hex, "timestamp": timeuuid.timestamp_of(m.id), "partition": m.partition}
             for m in messages]}
 
+    def _new_ids(self, posted: PostedMessages) -> list[uuid.UUID]:
+        """One id per message, dated when it becomes visible: now, or ``delay`` seconds on.
+
+        Delayed messages of one batch due at the same time are dated one tick
+        (100 ns) apart, so that they keep the batch's order.
+        """
+        now = self._now_ticks()
+        last: dict[int, int] = {}
+        ids = []
+        for message in posted.messages:
+            if not message.delay:
+                ids.append(self._ids.next())
+                continue
+            due = now + message.delay * timeuuid.TICKS_PER_SECOND
+            ticks = last[due] = max(due, last.get(due, due - 1) + 1)
+            ids.append(self._later_ids.at(ticks))
+        return ids
+
     async def _store_messages(self, queue: QueueSettings, messages: Sequence[NewMessage]) -> None:
+        """Store, then wake the readers of the partitions that got a visible message; a delayed
+        message wakes them when its time comes."""
         await self.store.put_messages(queue, messages)
         self.metrics.messages_posted.inc(len(messages))
-        self.hub.notify(queue.application, queue.queue_name, {m.partition for m in messages})
+        now = self._ids.now_ticks()
+        visible = set()
+        for message in messages:
+            ticks = timeuuid.ticks_from_uuid(message.id)
+            if ticks <= now:
+                visible.add(message.partition)
+            else:
+                self.visibility.schedule(queue.application, queue.queue_name, message.partition, ticks)
+        if visible:
+            self.hub.notify(queue.application, queue.queue_name, visible)
 
-    def _range(self, queue: QueueSettings, query: ReadQuery) -> MessageRange:
+    def _range(self, queue: QueueSettings, query: ReadQuery, max_bytes: int) -> MessageRange:
+        """The ids a read may see: from its cursor up to now (less the read delay), never later."""
         lower, inclusive = None, True
         if query.since_id is not None:
             lower = query.since_id
@@ -242,67 +308,109 @@ class Queuey:
                 lower is None or timeuuid.sort_key(query.after_id) >= timeuuid.sort_key(lower)):
             lower, inclusive = query.after_id, False
         delay = self.config.delays.get(queue.consistency, 0.0)
-        upper = None
+        upper_ticks = self._ids.now_ticks()
         if delay:
-            upper = timeuuid.highest_uuid_at(self._now_ticks() - round(delay * timeuuid.TICKS_PER_SECOND))
-        return MessageRange(lower, inclusive, upper, query.limit, query.descending)
+            upper_ticks = self._now_ticks() - round(delay * timeuuid.TICKS_PER_SECOND)
+        return MessageRange(lower, inclusive, timeuuid.highest_uuid_at(upper_ticks), query.limit,
+                            query.descending, max_bytes)
 
-    async def _read_once(self, queue: QueueSettings, query: ReadQuery) -> list[Message]:
-        wanted = self._range(queue, query)
-        groups = await gather([self.store.read_messages(queue, p, wanted) for p in query.partitions])
-        return [message for group in groups for message in group]
+    async def _read_once(self, queue: QueueSettings, query: ReadQuery,
+                         positions: Mapping[int, uuid.UUID] | None = None, budget: int | None = None) -> Page:
+        """One read of every partition asked, concurrently, each within its share of the budget;
+        a partition with a position in ``positions`` is read strictly after it (a stream's cursor)."""
+        budget = budget or self.config.max_response_bytes
+        share = max(budget // len(query.partitions), self.config.max_message_bytes)
+        wanted = self._range(queue, query, share)
+        ranges = [wanted if not positions or p not in positions else _after(wanted, positions[p])
+                  for p in query.partitions]
+        groups = await gather([self.store.read_messages(queue, p, r) for p, r in zip(query.partitions, ranges)])
+        return cut_page(query.partitions, groups, query.limit, share, budget)
+
+    async def read_after(self, queue: QueueSettings, query: ReadQuery, positions: Mapping[int, uuid.UUID],
+                         budget: int) -> Page:
+        """What a stream reads next: ``query``'s partitions after their ``positions`` (or from the
+        query's own bound), within ``budget`` body bytes, up to now less the read delay."""
+        page = await self._read_once(queue, query, positions, budget)
+        self.metrics.messages_read.inc(len(page.messages))
+        return page
+
+    async def followable(self, principal: str | None, application: str, queue_name: str,
+                         query: ReadQuery) -> tuple[QueueSettings, ReadQuery]:
+        """The queue and query of a stream, checked like a range read's (a stream reads forward)."""
+        queue = await self._consumable_queue(principal, application, queue_name, reading=True)
+        errors = {}
+        if query.descending:
+            errors["order"] = "A stream reads in ascending order."
+        if query.wait:
+            errors["wait"] = "A stream waits by itself; it takes no wait."
+        if errors:
+            raise InvalidParameters(errors)
+        return queue, query.for_partitions(queue.partitions)
+
+    async def wait_for_messages(self, queue: QueueSettings, partitions: tuple[int, ...], looked_at: int,
+                                timeout: float) -> bool:
+        """True once a message may have arrived on ``partitions`` since ``looked_at`` (ticks) and
+        is old enough for the queue's read delay; False when ``timeout`` passes first."""
+        deadline = self.clock.seconds() + timeout
+        arrived = await self.hub.wait(queue, partitions, looked_at, timeout)
+        delay = self.config.delays.get(queue.consistency, 0.0)
+        if arrived and delay:  # the new message becomes readable only after the read delay
+            await task.deferLater(self.clock, min(delay, max(deadline - self.clock.seconds(), 0)))
+        return arrived
 
     async def read_messages(self, principal: str | None, application: str, queue_name: str,
-                            params: Mapping[str, Any]) -> Result:
-        """A range read, held up to ``wait`` seconds while nothing matches."""
+                            query: ReadQuery) -> Result:
+        """A range read, held up to ``query.wait`` seconds while nothing matches."""
         queue = await self._consumable_queue(principal, application, queue_name, reading=True)
-        query = validation.parse_read_query(params, queue.partitions)
+        query = query.for_partitions(queue.partitions)
         deadline = self.clock.seconds() + query.wait
         while True:
             looked_at = self._now_ticks()
-            messages = await self._read_once(queue, query)
+            page = await self._read_once(queue, query)
             remaining = deadline - self.clock.seconds()
-            if messages or remaining <= 0:
+            if page.messages or remaining <= 0:
                 break
-            arrived = await self.hub.wait(queue, query.partitions, looked_at, remaining)
-            if not arrived:
-                messages = await self._read_once(queue, query)
+            if not await self.wait_for_messages(queue, query.partitions, looked_at, remaining):
+                page = await self._read_once(queue, query)
                 break
-            delay = self.config.delays.get(queue.consistency, 0.0)
-            if delay:  # the new message becomes readable only after the read delay
-                await task.deferLater(self.clock, min(delay, max(deadline - self.clock.seconds(), 0)))
-        self.metrics.messages_read.inc(len(messages))
-        return {"status": "ok", "messages": [message_json(m) for m in messages]}
+        self.metrics.messages_read.inc(len(page.messages))
+        result: Result = {"status": "ok", "messages": [message_json(m) for m in page.messages]}
+        if page.truncated:
+            result["truncated"] = True
+            result["resume"] = {str(p): after for p, after in page.resume.items()}
+        return result
 
-    async def get_messages(self, principal: str | None, application: str, queue_name: str, ids: str) -> Result:
+    async def get_messages(self, principal: str | None, application: str, queue_name: str,
+                           refs: Sequence[MessageRef]) -> Result:
         queue = await self._consumable_queue(principal, application, queue_name, reading=True)
-        refs = self._refs(queue, ids)
-        messages = await self.store.get_messages(queue, refs)
+        messages = await self.store.get_messages(queue, self._refs(queue, refs))
         self.metrics.messages_read.inc(len(messages))
         return {"status": "ok", "messages": [message_json(m) for m in messages]}
 
-    async def replace_messages(self, principal: str | None, application: str, queue_name: str, ids: str,
-                               content_type: str | None, body: bytes, ttl: str | None = None) -> Result:
+    async def replace_messages(self, principal: str | None, application: str, queue_name: str,
+                               refs: Sequence[MessageRef], message: MessageInput) -> Result:
         """PUT: each listed message gets this body (and TTL), keeping id and timestamp."""
         queue = await self._owned_queue(principal, application, queue_name)
-        refs = self._refs(queue, ids)
-        message = validation.parse_single_message(body, content_type, ttl, None, queue.partitions)
-        self._check_sizes((message,))
+        refs = self._refs(queue, refs)
+        self._check_messages(queue, PostedMessages((message,), batch=False))
+        ahead = self._now_ticks() + round(self.config.max_future_id_seconds * timeuuid.TICKS_PER_SECOND)
+        if any(timeuuid.ticks_from_uuid(ref.id) > ahead for ref in refs):
+            raise InvalidParameters({"messages": f"A message id may be at most "
+                                                 f"{self.config.max_future_id_seconds:g} seconds ahead of now."})
         await self._store_messages(queue, [NewMessage(ref.id, ref.partition, message.body,
                                                       message.content_type, message.ttl) for ref in refs])
         return {"status": "ok"}
 
-    async def delete_messages(self, principal: str | None, application: str, queue_name: str, ids: str) -> Result:
+    async def delete_messages(self, principal: str | None, application: str, queue_name: str,
+                              refs: Sequence[MessageRef]) -> Result:
         queue = await self._consumable_queue(principal, application, queue_name, reading=False)
-        await self.store.delete_messages(queue, self._refs(queue, ids))
+        await self.store.delete_messages(queue, self._refs(queue, refs))
         return {"status": "ok"}
 
     @staticmethod
-    def _refs(queue: QueueSettings, ids: str) -> tuple[MessageRef, ...]:
-        refs = validation.parse_message_refs(ids)
+    def _refs(queue: QueueSettings, refs: Sequence[MessageRef]) -> tuple[MessageRef, ...]:
         for ref in refs:
             if ref.partition > queue.partitions:
                 raise InvalidParameters({"messages": f"Partition {ref.partition} is more than the "
                                                      f"queue's {queue.partitions}."})
-        return refs
-
+        return tuple(refs)

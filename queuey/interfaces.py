@@ -8,6 +8,8 @@ from typing import Sequence
 
 from zope.interface import Attribute, Interface
 
+from queuey import timeuuid
+
 QUEUE_TYPES = ("user", "public")
 CONSISTENCY_LEVELS = ("weak", "strong", "very_strong")
 
@@ -27,13 +29,22 @@ class QueueSettings:
 
 @dataclass(frozen=True)
 class NewMessage:
-    """A message to store (or to replace, when its id exists)."""
+    """A message to store (or to replace, when its id exists).
+
+    Its id's time is when it becomes visible: a delayed message is dated ahead
+    of now.  Its ``ttl`` counts from then (or from now, for an id in the past).
+    """
 
     id: uuid.UUID
     partition: int
     body: bytes
     content_type: str
     ttl: int
+
+    def lifetime(self, now: float) -> float:
+        """Seconds from ``now`` (Unix seconds) until it expires: its delay, then its TTL."""
+        visible = timeuuid.ticks_from_uuid(self.id) / timeuuid.TICKS_PER_SECOND
+        return max(visible - now, 0.0) + self.ttl
 
 
 @dataclass(frozen=True)
@@ -51,7 +62,9 @@ class MessageRange:
     """Which messages of one partition a range read wants, in the store's id order.
 
     ``lower`` is compared in the store's timeuuid order (see queuey.timeuuid);
-    ``upper`` is inclusive and comes from the read delay.
+    ``upper`` is inclusive and comes from the read delay.  ``max_bytes`` bounds
+    the bodies read: rows come until their bodies add up to it (the row that
+    reaches it included, so at least one), however many ``limit`` allows.
     """
 
     lower: uuid.UUID | None = None
@@ -59,6 +72,11 @@ class MessageRange:
     upper: uuid.UUID | None = None
     limit: int = 100
     descending: bool = False
+    max_bytes: int | None = None
+
+    def full(self, body_bytes: int) -> bool:
+        """True once bodies of ``body_bytes`` have reached ``max_bytes``."""
+        return self.max_bytes is not None and body_bytes >= self.max_bytes
 
 
 @dataclass(frozen=True)
@@ -73,7 +91,8 @@ class IMessageStore(Interface):
     """Where queues and messages live.  Every method returns a Deferred.
 
     Failures of the store itself errback with
-    :class:`queuey.errors.StorageUnavailable`.  Expired messages are never
+    :class:`queuey.errors.StorageUnavailable`; the other storage errors are
+    :class:`queuey.errors.QueueExists` and :class:`queuey.errors.QueueMissing`.  Expired messages are never
     returned or counted.
     """
 
@@ -118,8 +137,10 @@ class IMessageStore(Interface):
     def delete_messages(queue: QueueSettings, refs: Sequence[MessageRef]):
         """Remove the named messages; fire with None."""
 
-    def newest_message_ids(queue: QueueSettings, partitions: Sequence[int]):
-        """Fire with {partition: newest message id} for the non-empty partitions.
+    def newest_message_ids(queue: QueueSettings, partitions: Sequence[int], upto: uuid.UUID | None = None):
+        """Fire with {partition: newest message id} for the partitions that have one;
+        with ``upto``, the newest at or before it (in the store's id order).
 
-        Long-poll uses it to notice messages posted through other processes.
+        Long-poll uses it, up to now, to notice messages posted through other
+        processes, and delayed messages that became visible.
         """

@@ -104,8 +104,11 @@ class LongPollHub:
                 queue = next(iter(waiters)).queue
                 queues.setdefault((application, queue_name), (queue, set()))[1].add(partition)
         for (application, queue_name), (queue, partitions) in queues.items():
+            # Only ids up to now: a delayed message dated later has not arrived yet, and
+            # counts as arriving once its time is passed (then it is the newest up to now).
+            upto = timeuuid.highest_uuid_at(round(self._clock.seconds() * timeuuid.TICKS_PER_SECOND))
             try:
-                newest = yield self._store.newest_message_ids(queue, sorted(partitions))
+                newest = yield self._store.newest_message_ids(queue, sorted(partitions), upto)
             except Exception:
                 log.failure("Long-poll check of {queue} failed", queue=queue_name)
                 continue

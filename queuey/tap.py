@@ -4,21 +4,25 @@ from __future__ import annotations
 
 import atexit
 import os
+import resource
 import sys
 from typing import Any
 
-from twisted.application import service, strports
+from twisted.application import service
+from twisted.internet import endpoints
 from twisted.internet import defer
 from twisted.logger import Logger
 from twisted.python import usage
 
-from queuey.app import QueueyApp, QueueySite
-from queuey.config import Config, ConfigError, development_config, load_config
+from queuey.app import QueueyApp
+from queuey.channel import QueueySite
+from queuey.connections import connection_cap
+from queuey.config import DEFAULT_PORT, Config, ConfigError, development_config, describe_problems, load_config
 from queuey.core import Queuey
 from queuey.storage import make_store
+from queuey.streams import Streams
 
 log = Logger()
-DEFAULT_PORT = "tcp:5000:interface=127.0.0.1"
 
 
 class Options(usage.Options):
@@ -30,20 +34,17 @@ class Options(usage.Options):
     ]
 
     def postOptions(self) -> None:
-        try:
-            self.config = load_config(self["config"]) if self["config"] else development_config()
-        except ConfigError as e:
-            sys.stderr.write(f"twistd queuey: bad configuration: {e}\n")
-            raise SystemExit(2) from None
+        self.config = configuration(self["config"], "twistd queuey")
 
 
 class QueueyService(service.MultiService):
     """Opens the store, then starts listening; at shutdown stops listening, then closes it."""
 
-    def __init__(self, core: Queuey, reactor: Any) -> None:
+    def __init__(self, core: Queuey, reactor: Any, streams: Streams | None = None) -> None:
         super().__init__()
         self.core = core
         self._reactor = reactor
+        self._streams = streams
 
     def privilegedStartService(self) -> None:
         """Listen only after the store is open (in startService), not before."""
@@ -68,7 +69,9 @@ class QueueyService(service.MultiService):
 
     @defer.inlineCallbacks
     def stopService(self) -> Any:
-        self.core.hub.stop()
+        if self._streams is not None:  # before the hub stops: they end instead of waiting again
+            yield self._streams.close_all()
+        self.core.stop()
         yield super().stopService()
         yield self.core.store.close()
 
@@ -80,14 +83,60 @@ def _exit_failed() -> None:
     os._exit(1)
 
 
+class ListeningService(service.Service):
+    """Listens on an endpoint string with Queuey's site, whose connection cap may pause accepting."""
+
+    def __init__(self, description: str, site: QueueySite, reactor: Any) -> None:
+        self.endpoint = endpoints.serverFromString(reactor, description)
+        self.site = site
+        self._reactor = reactor
+        self.port: Any = None
+
+    def startService(self) -> None:
+        super().startService()
+
+        def listening(port: Any) -> None:
+            self.port = port
+            self.site.connections.watch(port)
+
+        def failed(failure: Any) -> None:
+            log.critical("Could not listen: {error}", error=failure.getErrorMessage())
+            self._reactor.stop()
+
+        self.endpoint.listen(self.site).addCallbacks(listening, failed)
+
+    def stopService(self) -> Any:
+        super().stopService()
+        port, self.port = self.port, None
+        return port.stopListening() if port is not None else None
+
+
+def configuration(path: str | None, program: str) -> Config:
+    """The configuration at ``path`` (the development one without); on a bad file, every problem
+    on stderr, one line each, and exit 2."""
+    try:
+        return load_config(path) if path else development_config()
+    except ConfigError as e:
+        sys.stderr.write(describe_problems(program, e))
+        raise SystemExit(2) from None
+
+
 def make_service(config: Config, port: str, reactor: Any) -> service.MultiService:
     """The Queuey service: the store, then an HTTP site on ``port``."""
     store = make_store(config, reactor)
     core = Queuey(config, store, reactor)
-    site = QueueySite(QueueyApp(core).resource(), config.max_request_bytes)
-    site.displayTracebacks = False
-    top = QueueyService(core, reactor)
-    strports.service(port, site, reactor=reactor).setServiceParent(top)
+    file_limit = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    if file_limit == resource.RLIM_INFINITY:
+        file_limit = 1 << 30
+    cap = connection_cap(config.max_connections, file_limit)
+    if cap < config.max_connections:
+        log.warn("[limits] max_connections = {configured} does not fit the open-file limit ({files}); "
+                 "serving at most {cap} connections at once", configured=config.max_connections,
+                 files=file_limit, cap=cap)
+    app = QueueyApp(core)
+    site = app.site(reactor, max_connections=cap)
+    top = QueueyService(core, reactor, app.streams)
+    ListeningService(port, site, reactor).setServiceParent(top)
     return top
 
 
@@ -95,14 +144,18 @@ def makeService(options: Options) -> service.MultiService:
     from twisted.internet import reactor
     config: Config = options.config
     if not options["config"]:
-        log.warn("No --config given: running the DEVELOPMENT configuration (application 'queuey', "
-                 "the development key from README.rst, SQLite at {path}). Do not use it in production.",
-                 path=config.storage["path"])
+        (app, keys), = config.application_keys.items()
+        log.warn("No --config given: running the DEVELOPMENT configuration: application {app!r}, "
+                 "key {key!r} (send 'Authorization: Application {key}'), SQLite at {path}. "
+                 "Do not use it in production.", app=app, key=keys[0], path=getattr(config.storage, "path", ""))
     else:
         log.info("Configuration from {path}: {backend} backend, applications {apps}",
                  path=options["config"], backend=config.backend, apps=", ".join(config.application_keys))
+    for warning in config.warnings:
+        log.warn("{path}: {warning}", path=options["config"], warning=warning)
     try:
-        return make_service(config, options["port"], reactor)
-    except ConfigError as e:
-        sys.stderr.write(f"twistd queuey: bad configuration: {e}\n")
+        endpoints.serverFromString(reactor, options["port"])
+    except ValueError as e:
+        sys.stderr.write(f"twistd queuey: --port {options['port']!r} is not an endpoint string: {e}\n")
         raise SystemExit(2) from None
+    return make_service(config, options["port"], reactor)

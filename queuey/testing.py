@@ -1,8 +1,8 @@
 """Queuey in memory: the whole HTTP app, a real SQLite store, no sockets, no threads.
 
-Like ``treq.testing.StubTreq``, which it uses: requests go through the real
-Klein resource; storage runs inline on an in-memory database; time is a
-``task.Clock`` you advance::
+Like ``treq.testing.StubTreq``, which it uses: requests go through Queuey's
+own site and channel (head checks, limits) and routes; storage runs inline on
+an in-memory database; time is a ``task.Clock`` you advance::
 
     memory = MemoryQueuey()
     response = yield memory.treq.get(memory.url("/__heartbeat__"))
@@ -38,7 +38,9 @@ class MemoryQueuey:
         self.opened = self.store.open()
         self.core = Queuey(self.config, self.store, self.clock)
         self.app = QueueyApp(self.core)
+        self.site = self.app.site(self.clock)
         self.treq = StubTreq(self.app.resource())
+        self.treq._agent._serverFactory = self.site  # serve through Queuey's site, not a plain one
 
     def url(self, path: str) -> str:
         return self.base + path

@@ -121,14 +121,46 @@ class TimeUUIDGenerator:
     def __init__(self, now_ticks: Callable[[], int], node: int | None = None,
                  clock_seq: int | None = None) -> None:
         self._now_ticks = now_ticks
-        self.node = (int.from_bytes(os.urandom(6), "big") | (1 << 40)) if node is None else node
+        self.node = _random_node() if node is None else node
         self.clock_seq = int.from_bytes(os.urandom(2), "big") & 0x3FFF if clock_seq is None else clock_seq
         self._last = -1
+
+    def now_ticks(self) -> int:
+        """The later of the clock and the last id made: no id of this process is after it."""
+        return max(self._now_ticks(), self._last)
 
     def next(self) -> uuid.UUID:
         ticks = max(self._now_ticks(), self._last + 1)
         self._last = ticks
         return make_uuid(ticks, self.clock_seq, self.node)
+
+
+class LaterIds:
+    """Make ids dated ahead of now (delayed messages), none ever repeated within a process.
+
+    They cannot come from the :class:`TimeUUIDGenerator`, whose ids only go up:
+    one id a day ahead would date every later id of the process a day ahead.
+    These have a node of their own, so they never meet that generator's ids,
+    and a clock sequence that counts up with each id, so two of them at the
+    same time differ; when it wraps, a new random node is drawn.
+    """
+
+    def __init__(self, node: int | None = None) -> None:
+        self.node = _random_node() if node is None else node
+        self._sequence = 0
+
+    def at(self, ticks: int) -> uuid.UUID:
+        """An id dated ``ticks`` (100-ns since the Unix epoch) that this process never made before."""
+        if self._sequence > 0x3FFF:
+            self.node, self._sequence = _random_node(), 0
+        value = make_uuid(ticks, self._sequence, self.node)
+        self._sequence += 1
+        return value
+
+
+def _random_node() -> int:
+    """48 random bits with the multicast bit set (RFC 4122, section 4.5)."""
+    return int.from_bytes(os.urandom(6), "big") | (1 << 40)
 
 
 def lowest_uuid_at(ticks: int) -> uuid.UUID:

@@ -5,20 +5,20 @@
 # A second run does nothing when that directory is complete.
 #
 # QUEUEY_CASSANDRA_SOURCE picks how:
-#   tarball  the binary distribution org.apache.cassandra:apache-cassandra:<v>:tar.gz:bin;
-#            if Maven Central does not serve it, print Maven's error and exit 1.
-#   jars     the server jar org.apache.cassandra:cassandra-all:<v> with its runtime
-#            dependencies into lib/ (the same jars the tarball's lib/ has; the start
-#            script writes its own conf, so no bin/ or conf/ are needed).
-#   auto     (default) tarball, and when Central does not serve it, jars.
-#            Central serves no tarball after 4.0-alpha2, so for 5.0.x this ends up as jars.
+#   jars     (default) the server jar org.apache.cassandra:cassandra-all:<v> with its
+#            runtime dependencies into lib/ (the same jars the binary tarball's lib/
+#            has; the start script writes its own conf, so no bin/ or conf/ are
+#            needed). Maven Central serves no binary tarball after 4.0-alpha2, so
+#            for 5.0.x this is the way that works.
+#   tarball  the binary distribution org.apache.cassandra:apache-cassandra:<v>:tar.gz:bin,
+#            for a version (or a mirror) that serves it; Maven's error if not.
 # QUEUEY_MVN_ARGS: extra Maven arguments (e.g. "-o" or "-Dmaven.repo.local=DIR").
 set -euo pipefail
 # shellcheck source=cassandra-common.sh
 source "$(dirname "${BASH_SOURCE[0]}")/cassandra-common.sh"
 
-SOURCE="${QUEUEY_CASSANDRA_SOURCE:-auto}"
-case "$SOURCE" in auto|tarball|jars) ;; *) die "QUEUEY_CASSANDRA_SOURCE must be auto, tarball or jars (got '$SOURCE')" ;; esac
+SOURCE="${QUEUEY_CASSANDRA_SOURCE:-jars}"
+case "$SOURCE" in tarball|jars) ;; *) die "QUEUEY_CASSANDRA_SOURCE must be jars or tarball (got '$SOURCE')" ;; esac
 [[ "$CASSANDRA_VERSION" =~ ^[0-9]+\.[0-9]+(\.[0-9]+)?(-[A-Za-z0-9.]+)?$ ]] || die "bad CASSANDRA_VERSION '$CASSANDRA_VERSION'"
 
 if [[ -f "$CASSANDRA_DIST/.queuey-complete" ]]; then
@@ -46,7 +46,7 @@ fetch_tarball() {
 
 fetch_jars() {
     local art="org.apache.cassandra:cassandra-all:$CASSANDRA_VERSION"
-    log "fetching $art and its runtime dependencies from Maven Central ..."
+    log "fetching $art and its runtime dependencies from Maven Central (about 100 jars, once; cached in $QUEUEY_CASSANDRA_HOME) ..."
     write_fetch_pom cassandra-fetch "$art"
     if ! fetch_pom_dependencies; then
         log "Maven could not fetch $art:"
@@ -59,11 +59,6 @@ fetch_jars() {
 case "$SOURCE" in
     tarball) fetch_tarball || die "Maven Central does not serve the Cassandra $CASSANDRA_VERSION binary tarball (error above)" ;;
     jars)    fetch_jars || die "could not fetch Cassandra $CASSANDRA_VERSION jars (error above)" ;;
-    auto)
-        if ! fetch_tarball; then
-            log "falling back to the cassandra-all jars (QUEUEY_CASSANDRA_SOURCE=tarball makes this an error)"
-            fetch_jars || die "could not fetch Cassandra $CASSANDRA_VERSION jars either (error above)"
-        fi ;;
 esac
 
 # Check that what we got is the version we asked for.

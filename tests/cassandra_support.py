@@ -8,14 +8,16 @@ from typing import Any, Iterable
 from twisted.internet import defer, threads
 
 from queuey import timeuuid
+from queuey.config import parse_config
 from tests.services import CASSANDRA, require
 
 
 def cassandra_settings(**storage: str) -> Any:
     """CassandraSettings for the test Cassandra (skips, or fails under CI, without one)."""
-    from queuey.storage.cassandra import CassandraSettings
-    return CassandraSettings.parse({"hosts": require(CASSANDRA, "Cassandra"), "keyspace": "queuey_test",
-                                    "connect_timeout": "5", "request_timeout": "10", **storage})
+    keys = {"hosts": require(CASSANDRA, "Cassandra"), "keyspace": "queuey_test", "connect_timeout": "5",
+            "request_timeout": "10", **storage}
+    lines = "".join(f"{key} = {value}\n" for key, value in keys.items())
+    return parse_config(f"[application_keys]\na = k\n[storage]\nbackend = cassandra\n{lines}").storage
 
 
 def real_ticks() -> int:

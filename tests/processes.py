@@ -9,7 +9,7 @@ import os
 import socket
 import sys
 import time
-from typing import Any, Callable
+from typing import Any, Callable, TypeVar
 
 import treq
 from twisted.internet import defer, protocol, reactor, task
@@ -48,6 +48,7 @@ class TwistdProcess(protocol.ProcessProtocol):
     """Collects a twistd's output; fires ``listening`` on its 'starting on' line and ``ended`` at exit."""
 
     base = ""
+    port = 0
 
     def __init__(self) -> None:
         self.output = b""
@@ -65,11 +66,12 @@ class TwistdProcess(protocol.ProcessProtocol):
         self.ended.callback(reason.value)
 
 
-def spawn_queuey(test: unittest.TestCase, cwd: str, *args: str) -> TwistdProcess:
-    """``twistd -n queuey ARGS`` in ``cwd``; killed with -9 at the end of ``test`` if still running."""
-    process = TwistdProcess()
-    transport = reactor.spawnProcess(process, sys.executable, TWISTD + ["-n", "--pidfile=", "queuey", *args],
-                                     env=dict(os.environ), path=cwd)
+P = TypeVar("P", bound="TwistdProcess | CommandProcess")
+
+
+def _spawn(test: unittest.TestCase, process: P, argv: list[str], env: dict[str, str], cwd: str | None) -> P:
+    """``argv`` run with ``process``; killed with -9 at the end of ``test`` if still running."""
+    transport = reactor.spawnProcess(process, argv[0], argv, env=env, path=cwd)
     process.transport = transport
 
     def stop() -> defer.Deferred[Any]:
@@ -80,14 +82,21 @@ def spawn_queuey(test: unittest.TestCase, cwd: str, *args: str) -> TwistdProcess
     return process
 
 
+def spawn_queuey(test: unittest.TestCase, cwd: str, *args: str) -> TwistdProcess:
+    """``twistd -n queuey ARGS`` in ``cwd``; killed with -9 at the end of ``test`` if still running."""
+    return _spawn(test, TwistdProcess(), TWISTD + ["-n", "--pidfile=", "queuey", *args], dict(os.environ), cwd)
+
+
 @defer.inlineCallbacks
-def start_queuey(test: unittest.TestCase, config: str, port: int | None = None) -> Any:
-    """A queuey with ``config`` on a loopback ``port``; fires with its process, ``base`` set, once it listens."""
+def start_queuey(test: unittest.TestCase, config: str, port: int | None = None, backlog: int = 50) -> Any:
+    """A queuey with ``config`` on a loopback ``port``; fires with its process, ``base`` and ``port``
+    set, once it listens."""
     port = port or free_port()
     process = spawn_queuey(test, os.path.dirname(config), "--config", config,
-                           "--port", f"tcp:{port}:interface=127.0.0.1")
+                           "--port", f"tcp:{port}:interface=127.0.0.1:backlog={backlog}")
     yield process.listening
     process.base = f"http://127.0.0.1:{port}"
+    process.port = port
     return process
 
 
@@ -125,3 +134,40 @@ def wait_for_held(base: str, count: int, timeout: float = 30) -> defer.Deferred[
     async def holds() -> bool:
         return (await held_reads(base)) == count
     return defer.ensureDeferred(wait_for(holds, timeout, f"{base} to hold {count} read(s)"))
+
+
+class CommandProcess(protocol.ProcessProtocol):
+    """A command's stdout and stderr as they come; ``ended`` fires with its exit code (-signal if killed)."""
+
+    def __init__(self, stdin: bytes | None = None, close_stdin: bool = True) -> None:
+        self.stdin = stdin
+        self.close_stdin = close_stdin
+        self.out = b""
+        self.err = b""
+        self.ended: defer.Deferred[int] = defer.Deferred()
+
+    def connectionMade(self) -> None:
+        if self.stdin is not None:
+            self.transport.write(self.stdin)
+        if self.close_stdin:
+            self.transport.closeStdin()
+
+    def outReceived(self, data: bytes) -> None:
+        self.out += data
+
+    def errReceived(self, data: bytes) -> None:
+        self.err += data
+
+    def processEnded(self, reason: Any) -> None:
+        value = reason.value
+        code = getattr(value, "exitCode", 0)
+        if code is None:
+            code = -(getattr(value, "signal", 0) or 0)
+        self.ended.callback(code)
+
+
+def spawn_command(test: unittest.TestCase, argv: list[str], env: dict[str, str] | None = None,
+                  stdin: bytes | None = None, cwd: str | None = None, close_stdin: bool = True) -> CommandProcess:
+    """``argv`` with ``env`` added to this environment, ``stdin`` written to it (then closed, unless not
+    ``close_stdin``); killed with -9 at the end of ``test`` if still running."""
+    return _spawn(test, CommandProcess(stdin, close_stdin), argv, {**os.environ, **(env or {})}, cwd)

@@ -20,7 +20,6 @@ from twisted.internet.task import Clock
 from twisted.trial.unittest import SkipTest
 from twisted.web.client import Agent, HTTPConnectionPool
 
-from queuey.app import QueueySite
 from queuey.config import Config
 from queuey.testing import MemoryQueuey
 
@@ -52,9 +51,7 @@ class ServedQueuey:
             yield self.memory.opened
             if prepare is not None:
                 yield prepare(self.store)
-            site = QueueySite(self.memory.app.resource(), self.config.max_request_bytes)
-            site.displayTracebacks = False
-            self.port = reactor.listenTCP(0, site, interface="127.0.0.1")
+            self.port = reactor.listenTCP(0, self.memory.site, interface="127.0.0.1")
             self.base = f"http://127.0.0.1:{self.port.getHost().port}"
         except Exception as e:
             self._error = e

@@ -289,6 +289,41 @@ class StoreContract:
         self.assertEqual(newest, {1: second.id, 3: third.id})
 
     @defer.inlineCallbacks
+    def test_newest_message_ids_up_to_a_time(self) -> Any:
+        """A message dated ahead (delayed) is not the newest "up to now" until its time."""
+        queue = yield self.created(partitions=2)
+        now = self.now_ticks()
+        first = self.message(1)
+        later = NewMessage(timeuuid.LaterIds().at(now + 3600 * timeuuid.TICKS_PER_SECOND), 1, b"later",
+                           "text/plain", 60)
+        only_later = NewMessage(timeuuid.LaterIds().at(now + 60 * timeuuid.TICKS_PER_SECOND), 2, b"later",
+                                "text/plain", 60)
+        yield self.store.put_messages(queue, [first, later, only_later])
+        newest = yield self.store.newest_message_ids(queue, [1, 2])
+        self.assertEqual(newest, {1: later.id, 2: only_later.id})
+        upto = timeuuid.highest_uuid_at(now + timeuuid.TICKS_PER_SECOND)
+        newest = yield self.store.newest_message_ids(queue, [1, 2], upto)
+        self.assertEqual(newest, {1: first.id})
+        read = yield self.store.read_messages(queue, 1, MessageRange(upper=upto))
+        self.assertEqual([m.id for m in read], [first.id])
+
+    @defer.inlineCallbacks
+    def test_ttl_counts_from_a_later_id(self) -> Any:
+        """A message dated 3 s ahead with a TTL of 2 s lives 5 s; one dated now, 2 s."""
+        queue = yield self.created()
+        now = self.now_ticks()
+        short = self.message(ttl=2)
+        later = NewMessage(timeuuid.LaterIds().at(now + 3 * timeuuid.TICKS_PER_SECOND), 1, b"later",
+                           "text/plain", 2)
+        yield self.store.put_messages(queue, [short, later])
+        yield self.advance(3.5)
+        read = yield self.store.read_messages(queue, 1, MessageRange())
+        self.assertEqual([m.id for m in read], [later.id])
+        yield self.advance(2)
+        read = yield self.store.read_messages(queue, 1, MessageRange())
+        self.assertEqual(read, [])
+
+    @defer.inlineCallbacks
     def test_many_concurrent_writes(self) -> Any:
         queue = yield self.created()
         sent = [self.message(body=str(i).encode()) for i in range(50)]

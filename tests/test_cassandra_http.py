@@ -16,6 +16,7 @@ from typing import Any
 
 from twisted.internet import reactor
 
+import tests.test_delayed as delayed_tests
 import tests.test_http as http_tests
 from tests.cassandra_support import cassandra_settings, purge
 from tests.served import ServedQueuey, skipped
@@ -81,4 +82,12 @@ class CassandraAccessRuleTests(http_tests.AccessRuleTests, CassandraHTTPCase):
 
 
 class CassandraPartitionGrowthTests(http_tests.PartitionGrowthTests, CassandraHTTPCase):
+    pass
+
+
+class CassandraQueueInfoTests(http_tests.QueueInfoTests, CassandraHTTPCase):
+    pass
+
+
+class CassandraDelayTests(delayed_tests.DelayTests, CassandraHTTPCase):
     pass

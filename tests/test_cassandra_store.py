@@ -17,6 +17,7 @@ from queuey import timeuuid
 from queuey.config import Config, ConfigError, parse_config
 from queuey.errors import StorageUnavailable
 from queuey.interfaces import MessageRange, MessageRef, NewMessage, QueueSettings
+from queuey.responses import status_of
 from queuey.storage import make_store
 from tests.cassandra_support import cassandra_settings, purge, real_ticks, run_cql
 from tests.storage_contract import APP, StoreContract
@@ -265,7 +266,7 @@ class UnavailableTests(unittest.TestCase):
             with self.assertRaises(StorageUnavailable) as raised:
                 yield store.put_messages(queue, [NewMessage(ids.next(), 1, b"x", "text/plain", 60)])
             self.assertIn("Unavailable", str(raised.exception))
-            self.assertEqual(raised.exception.status, 503)
+            self.assertEqual(status_of(raised.exception), 503)
             with self.assertRaises(StorageUnavailable):
                 yield store.read_messages(queue, 1, MessageRange())
         with self.assertRaises(StorageUnavailable):
@@ -384,8 +385,20 @@ class ConfigTests(unittest.TestCase):
                           ("request_timeout = nan", "request_timeout"),
                           ("max_in_flight = 0", "max_in_flight"), ("bucket_seconds = 5", "bucket_seconds")]:
             with self.subTest(line=line):
-                error = self.assertRaises(ConfigError, make_store, self.config(line + "\n"), reactor)
+                error = self.assertRaises(ConfigError, self.config, line + "\n")
                 self.assertIn(f"[storage] {key}:", str(error))
+
+    def test_every_mistake_at_once(self) -> None:
+        error = self.assertRaises(ConfigError, self.config, "hosts = a:b\nkeyspace = 1bad\nmulti_dc = maybe\n"
+                                                            "username = u\nmax_in_flight = 0\n")
+        self.assertEqual([problem.split(":")[0] for problem in error.problems],
+                         ["[storage] hosts", "[storage] keyspace", "[storage] multi_dc", "[storage] max_in_flight",
+                          "[storage] password"])
+
+    def test_keys_of_the_other_backend_are_warned_about(self) -> None:
+        config = self.config("path = x.sqlite\nhost = 10.0.0.1\n")
+        self.assertEqual(config.warnings, ("[storage] path: unknown setting, ignored",
+                                           "[storage] host: unknown setting, ignored"))
 
     def test_schema_cql(self) -> None:
         from queuey.storage.cassandra import schema_cql

@@ -5,7 +5,8 @@ from __future__ import annotations
 import random
 from typing import Any
 
-from twisted.internet import defer, error as net_error, protocol, reactor
+from twisted.internet import defer, endpoints, error as net_error, protocol, reactor
+from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 from twisted.web import client as web_client, resource, server
 
@@ -426,3 +427,75 @@ class ClientOverSocketsTests(TestCase):
         self.assertEqual(self.dropping.connections, 3)
         yield self.assertFailure(self.client(self.unavailable_base, retries=2).list_queues(), qc.ServiceUnavailable)
         self.assertEqual(self.unavailable.requests, 3)
+
+
+
+class HeldHTTP:
+    """An HTTP client that never answers; a cancelled request fails as Twisted's Agent's does."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def request(self, method: str, url: str, **kwargs: Any) -> defer.Deferred:
+        self.calls += 1
+        return defer.Deferred(lambda d: d.errback(web_client.ResponseNeverReceived([Failure(defer.CancelledError())])))
+
+
+class CancelTests(SynchronousTestCase):
+    """A call the caller no longer wants (qdo stopping during a long poll) ends at once, and only it."""
+
+    def test_a_cancelled_long_poll_fails_at_once_and_is_not_retried(self) -> None:
+        from twisted.internet.task import Clock
+        clock, http = Clock(), HeldHTTP()
+        client = qc.QueueyClient("http://127.0.0.1:5000/v1/a", "k", reactor=clock, http=http)
+        d = client.read_messages("q", partitions=[1], wait=20)
+        d.cancel()
+        self.failureResultOf(d, defer.CancelledError)
+        clock.advance(60)
+        self.assertEqual(http.calls, 1, "a cancelled call is not sent again")
+        self.assertEqual(client.servers[0].down_until, 0.0, "its server is not set aside")
+
+    def test_a_timeout_is_still_retried(self) -> None:
+        from twisted.internet.task import Clock
+        clock, http = Clock(), HeldHTTP()
+        client = qc.QueueyClient("http://127.0.0.1:5000/v1/a", "k", reactor=clock, http=http, timeout=1, retries=1)
+        d = client.read_messages("q", wait=2)
+        for _ in range(100):
+            clock.advance(0.1)
+        error = self.failureResultOf(d, qc.ConnectionFailed).value
+        self.assertIn("TimeoutError", str(error))
+        self.assertEqual(http.calls, 2)
+
+
+class _Silent(protocol.Protocol):
+    """Takes a request and never answers."""
+
+    def connectionMade(self) -> None:
+        self.factory.connections += 1
+
+    def dataReceived(self, data: bytes) -> None:
+        if not self.factory.received.called:
+            self.factory.received.callback(None)
+
+
+class RealAgentCancelTests(TestCase):
+    """What HeldHTTP assumes, on Twisted's real Agent over a loopback connection."""
+
+    async def _test(self) -> None:
+        from twisted.internet import reactor
+        factory = protocol.Factory.forProtocol(_Silent)
+        factory.connections, factory.received = 0, defer.Deferred()
+        port = await endpoints.TCP4ServerEndpoint(reactor, 0, interface="127.0.0.1").listen(factory)
+        self.addCleanup(port.stopListening)
+        client = qc.QueueyClient(f"http://127.0.0.1:{port.getHost().port}/v1/a", "k", reactor=reactor,
+                                 timeout=5, retries=1)
+        self.addCleanup(client.close)
+        d = client.read_messages("q", partitions=[1], wait=20)
+        await factory.received
+        d.cancel()
+        with self.assertRaises(defer.CancelledError):
+            await d
+        self.assertEqual(factory.connections, 1, "no second attempt")
+
+    def test_a_cancelled_long_poll_ends_without_another_request(self) -> defer.Deferred[None]:
+        return defer.ensureDeferred(self._test())

@@ -11,6 +11,7 @@ from twisted.trial import unittest
 from queuey.config import Config
 from queuey.interfaces import NewMessage
 from queuey.testing import DEFAULT_KEYS, MemoryQueuey
+from queuey.validation import ReadQuery
 
 
 class CountingStore:
@@ -128,7 +129,7 @@ class LongPollTests(LongPollCase):
     @defer.inlineCallbacks
     def test_cancelled_read_forgets_its_waiter(self) -> Any:
         core = self.memory.core
-        pending = defer.ensureDeferred(core.read_messages("queuey", "queuey", "q", {"wait": "30"}))
+        pending = defer.ensureDeferred(core.read_messages("queuey", "queuey", "q", ReadQuery(wait=30)))
         self.assertEqual(core.hub.held, 1)
         pending.cancel()
         self.failureResultOf(pending, defer.CancelledError)

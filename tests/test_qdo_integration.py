@@ -1,6 +1,6 @@
 """qdo end to end: a real ZooKeeper, a real ``twistd queuey``, several real ``qdo`` processes.
 
-Each worker runs the journal job (tests/test_qdo_journal.py). After each
+Each worker runs the journal job (tests/qdo_journal.py). After each
 scenario: every message was processed at least once, no partition was
 processed by two workers at the same time, offsets only went forward, and at
 rest every partition has exactly one owner, the one the assignment names,
@@ -13,14 +13,16 @@ import os
 import uuid
 from typing import Any
 
-from twisted.internet import defer
+from twisted.internet import defer, reactor
 from twisted.trial.unittest import TestCase
 
 from qdo.assign import Partition, minimal_moves
-from qdo.worker import id_key
+from qdo.offsets import id_key
+from queuey.client import Forbidden, QueueyClient
 from tests.services import ZOOKEEPER, require
-from tests.test_qdo_harness import (Group, OffsetSampler, Queuey, TCPProxy, Worker, post_spread, wait_for)
-from tests.test_qdo_journal import done_ids, order_violations, overlaps, read_journals
+from tests.qdo_harness import (APP, PRINCIPAL, PRINCIPAL_KEY, Group, OffsetSampler, Queuey, TCPProxy, Worker,
+                               post_spread, wait_for)
+from tests.qdo_journal import done_ids, order_violations, overlaps, read_journals
 
 
 class Scenario(TestCase):
@@ -31,7 +33,7 @@ class Scenario(TestCase):
         self.directory = os.path.abspath(self.mktemp())
         os.makedirs(self.directory)
         self.root = f"/qdo-test-{uuid.uuid4().hex[:12]}"
-        self.queuey = Queuey(self.directory)
+        self.queuey = await Queuey.start(self, self.directory)
         self.addCleanup(lambda: defer.ensureDeferred(self.queuey.stop()))
         self.workers: list[Worker] = []
         self.group = Group(self.zookeeper, self.root)
@@ -39,15 +41,15 @@ class Scenario(TestCase):
         self.addCleanup(lambda: defer.ensureDeferred(self.group.stop()))
         self.sampler = OffsetSampler(self.group)
         self.addCleanup(self.sampler.stop)
-        await self.queuey.ready()
         self.client = self.queuey.client
         self.posted: list[str] = []
 
     def setUp(self) -> defer.Deferred[None]:
         return defer.ensureDeferred(self._setUp())
 
-    def worker(self, name: str, zookeeper: str | None = None, **kwargs: Any) -> Worker:
-        worker = Worker(self.directory, name, self.queuey.url, f"{zookeeper or self.zookeeper}{self.root}", **kwargs)
+    def worker(self, name: str, zookeeper: str | None = None, queuey: str | None = None, **kwargs: Any) -> Worker:
+        worker = Worker(self.directory, name, queuey or self.queuey.url, f"{zookeeper or self.zookeeper}{self.root}",
+                        **kwargs)
         self.workers.append(worker)
 
         async def stop() -> None:
@@ -84,6 +86,18 @@ class Scenario(TestCase):
             return assignment
         return await wait_for(settled, timeout, f"the group to settle on {sorted(names)}", interval=0.2)
 
+    def stable_owners(self, before: dict[str, Any], after: dict[str, Any], partitions: Any) -> None:
+        """Partitions that stayed with their worker kept the same owner node (were never paused) -- unless
+        that worker lost its ZooKeeper session meanwhile, which a loaded machine may cause: said, not failed."""
+        lost = {w.name for w in self.workers if w.lost_a_session()}
+        for name in partitions:
+            owner = before[name][0]
+            if owner in lost:
+                continue
+            self.assertEqual(after[name], before[name], f"{name} was released though it stayed with {owner}")
+        if lost:
+            print(f"note: {sorted(lost)} lost a ZooKeeper session (load); their partitions' owner nodes not compared")
+
     def check_journal(self) -> None:
         runs = self.runs()
         missing = set(self.posted) - done_ids(runs)
@@ -93,17 +107,21 @@ class Scenario(TestCase):
         self.assertEqual(order_violations(runs, id_key), [])
 
     async def check_offsets(self) -> None:
-        await self.sampler.sample()
-        for partition, history in self.sampler.history.items():
-            keys = [id_key(o) for o in history]
-            self.assertEqual(keys, sorted(keys), f"offset of {partition} went backwards: {history}")
-        # At rest, each partition's offset is its newest message.
+        # At rest, each partition's offset comes to be its newest message (commits are batched: within
+        # commit_interval of the last job).
         last: dict[str, str] = {}
         for m in await self.client.read_messages("jobs", partitions="all", limit=1000):
             last[f"jobs-{m['partition']}"] = m["message_id"]
-        offsets = await self.group.offsets()
-        for partition, newest in last.items():
-            self.assertEqual(offsets.get(partition), newest, partition)
+
+        async def committed() -> bool:
+            offsets = await self.group.offsets()
+            return all(offsets.get(partition) == newest for partition, newest in last.items())
+        await wait_for(committed, 30, "every offset at its partition's newest message")
+        await self.sampler.sample()
+        self.sampler.stop()
+        for partition, history in self.sampler.history.items():
+            keys = [id_key(o) for o in history]
+            self.assertEqual(keys, sorted(keys), f"offset of {partition} went backwards: {history}")
 
 
 class KillAndAddTests(Scenario):
@@ -112,7 +130,8 @@ class KillAndAddTests(Scenario):
         await self.client.create_queue("jobs", partitions=12)
         await self.post("jobs", 12, 1500, "first")
         self.sampler.start()
-        a, b, c = (self.worker(n, job_seconds=0.02) for n in ("a", "b", "c"))
+        a, c = self.worker("a", job_seconds=0.02), self.worker("c", job_seconds=0.02)
+        b = self.worker("b", job_seconds=0.02, session_timeout=5)  # the one whose death is studied
         partitions = {f"jobs-{n}" for n in range(1, 13)}
         before = await self.at_rest([a, b, c], partitions)
         # Mid-stream: some, not all, done.
@@ -131,13 +150,10 @@ class KillAndAddTests(Scenario):
         self.assertEqual(len(moves), minimal_moves(previous, ["a", "c", "d"], previous))
         self.assertEqual(len(moves), 4)  # 12 over 2 (6, 6) -> over 3 (4, 4, 4)
         # Partitions that did not move were never paused: the same owner node all along.
-        owners_after = await self.group.owners()
-        for key in set(after_add["assignment"]) - moves:
-            name = Partition.from_key(key).name
-            self.assertEqual(owners_after[name], owners_before[name], f"{name} was released though it stayed")
+        stayed = {Partition.from_key(key).name for key in set(after_add["assignment"]) - moves}
+        self.stable_owners(owners_before, await self.group.owners(), stayed)
         await self.all_done()
         await self.at_rest([a, c, d], partitions)
-        self.sampler.stop()
         self.check_journal()
         await self.check_offsets()
 
@@ -172,7 +188,6 @@ class SessionExpiryTests(Scenario):
         log = b.log()
         self.assertIn("ZooKeeper connection suspended", log)
         self.assertIn("ZooKeeper session lost: dropping", log)
-        self.sampler.stop()
         self.check_journal()
         await self.check_offsets()
 
@@ -192,7 +207,6 @@ class ManyWorkersTests(Scenario):
         counts = sorted(list(assignment["assignment"].values()).count(w.name) for w in workers)
         self.assertEqual(counts, [1] * 8 + [2] * 2)
         await self.all_done()
-        self.sampler.stop()
         self.check_journal()
         await self.check_offsets()
 
@@ -216,18 +230,44 @@ class DiscoveryTests(Scenario):
         after = await self.at_rest([a, b], wanted)
         for key, worker in first["assignment"].items():
             self.assertEqual(after["assignment"][key], worker, "an old partition moved")
-        owners_after = await self.group.owners()
-        for name, owner in owners_before.items():
-            self.assertEqual(owners_after[name], owner, f"{name} was paused")
+        self.stable_owners(owners_before, await self.group.owners(), set(owners_before))
         await self.post("jobs", 8, 200, "new")
         self.posted.extend(m["key"] for m in await self.client.post_messages(
             "more", [{"body": f"more-{i}", "partition": i % 2 + 1} for i in range(20)]))
         await self.all_done()
-        self.sampler.stop()
         self.check_journal()
         await self.check_offsets()
 
     def test_new_partitions_and_queues_are_picked_up(self) -> defer.Deferred[None]:
+        return defer.ensureDeferred(self._test())
+
+
+class PrincipalTests(Scenario):
+    """Workers holding only a principal's key consume another application's partitioned queue that lists
+    that principal: the queue's partitions come from the reader's info request, not from listing."""
+
+    async def _test(self) -> None:
+        reader = QueueyClient(self.queuey.url, PRINCIPAL_KEY, reactor=reactor, retries=1)
+        self.addCleanup(reader.close)
+        await self.client.create_queue("jobs", partitions=3, principles=[f"app:{PRINCIPAL}"])
+        with self.assertRaises(Forbidden):  # the principal may not list the owner's queues
+            await reader.all_queues()
+        a = self.worker("a", queues="jobs", key=PRINCIPAL_KEY, discover_interval=0.5)
+        b = self.worker("b", queues="jobs", key=PRINCIPAL_KEY, discover_interval=0.5)
+        await self.at_rest([a, b], {"jobs-1", "jobs-2", "jobs-3"})
+        self.sampler.start()
+        await self.post("jobs", 3, 300, "before")
+        await self.client.update_queue("jobs", partitions=4)  # found by the leader's next discovery
+        await self.at_rest([a, b], {"jobs-1", "jobs-2", "jobs-3", "jobs-4"})
+        await self.post("jobs", 4, 200, "after")
+        await self.all_done()
+        self.check_journal()
+        self.client = reader  # the owner may no longer read the queue; its reader checks the offsets
+        await self.check_offsets()
+        for worker in (a, b):
+            self.assertNotIn("Could not list the queues", worker.log())
+
+    def test_principal_key_consumes_a_listed_queue(self) -> defer.Deferred[None]:
         return defer.ensureDeferred(self._test())
 
 
@@ -244,19 +284,46 @@ class ShutdownTests(Scenario):
         await wait_for(lambda: len(done_ids(self.runs())) >= 100, 60, "100 messages done")
         code = await b.stop()
         self.assertEqual(code, 0)
+        # When b has exited, its nodes are gone already (b removed them or closed its session): its
+        # partitions are free at once, not when its 30 s session would have expired.
         self.assertNotIn("b", await self.group.workers())
-        # b's partitions move on long before its 30 s session could have expired.
-        await self.at_rest([a], partitions, timeout=15)
+        self.assertNotIn("b", {w for w, _ in (await self.group.owners()).values()})
+        await self.at_rest([a], partitions)
         await self.all_done()
-        self.sampler.stop()
         self.check_journal()
         await self.check_offsets()
-        # Graceful hand-over commits what it did: nothing was processed twice.
+        # Graceful hand-over commits what it did: nothing was processed twice (a session lost to load
+        # would explain repeats: at least once. Say so rather than fail).
         runs = [r for r in self.runs() if r.end is not None]
-        self.assertEqual(len(runs), len({r.message_id for r in runs}))
+        if not (a.lost_a_session() or b.lost_a_session()):
+            self.assertEqual(len(runs), len({r.message_id for r in runs}), "processed twice after a clean hand-over")
         self.assertIn("handed over at offset", b.log())
 
     def test_sigterm_hands_over_and_exits_0(self) -> defer.Deferred[None]:
+        return defer.ensureDeferred(self._test())
+
+
+class StopDuringLongPollTests(Scenario):
+    """SIGTERM while every partition waits in a long poll: the worker lets the polls go and leaves at once
+    (it used to retry each cancelled poll, and so waited one more poll before exiting)."""
+
+    async def _test(self) -> None:
+        await self.client.create_queue("jobs", partitions=4)
+        await self.post("jobs", 4, 40, "x")
+        proxy = TCPProxy(int(self.queuey.process.base.rsplit(":", 1)[1]))  # sees what the worker sends
+        self.addCleanup(proxy.close)
+        a = self.worker("a", queuey=f"http://{proxy.address}/v1/{APP}", long_poll=30,
+                        ids="jobs-1 jobs-2 jobs-3 jobs-4")
+        await self.all_done()
+        await self.check_offsets()  # committed: each runner now waits in a 30 s poll of an empty partition
+        sent = proxy.sent
+        code = await a.stop()  # SIGTERM (SIGKILL after 30 s)
+        self.assertEqual(proxy.sent, sent, "a request to Queuey after SIGTERM (a cancelled poll retried?)")
+        self.assertEqual(code, 0)
+        self.assertEqual(a.log().count("handed over at offset"), 4)
+        self.check_journal()
+
+    def test_sigterm_lets_the_long_polls_go(self) -> defer.Deferred[None]:
         return defer.ensureDeferred(self._test())
 
 
@@ -268,9 +335,8 @@ class ManualPolicyTests(TestCase):
     async def _test(self) -> None:
         directory = os.path.abspath(self.mktemp())
         os.makedirs(directory)
-        queuey = Queuey(directory)
+        queuey = await Queuey.start(self, directory)
         self.addCleanup(lambda: defer.ensureDeferred(queuey.stop()))
-        await queuey.ready()
         client = queuey.client
         await client.create_queue("jobs", partitions=3)
         await client.create_queue("skipped", partitions=1)

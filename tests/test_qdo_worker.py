@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import threading
 from typing import Any
 
 import orjson
@@ -10,14 +11,17 @@ from twisted.internet import defer, reactor
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from qdo import worker as qw
+from qdo.offsets import FileOffsets
+from qdo.runner import Gate, PartitionRunner
 from qdo.assign import Partition
 from qdo.config import ConfigError, parse_config, resolve, split_zookeeper
 from queuey.client import QueueyClient
 from queuey.testing import MemoryQueuey
+from tests.qdo_harness import ids
 
 MINIMAL = """
 [qdo-worker]
-job = tests.test_qdo_journal:journal_job
+job = tests.qdo_journal:journal_job
 name = w1
 [queuey]
 connection = http://127.0.0.1:5000/v1/queuey
@@ -130,6 +134,48 @@ class ConfigTests(SynchronousTestCase):
                          [True, True, True, False])
 
 
+class JobThreadsTests(TestCase):
+    """Blocking jobs run in the worker's threads; results and errors come back on the reactor thread."""
+
+    async def _results_and_errors(self) -> None:
+        threads = qw.JobThreads(reactor, 2)
+        threads.start()
+        self.addCleanup(threads.stop)
+        ran_in: list[int] = []
+        delivered_in: list[int] = []
+
+        def job(value: int) -> int:
+            ran_in.append(threading.get_ident())
+            return value * 2
+
+        d = threads.run(job, 21).addCallback(lambda r: (delivered_in.append(threading.get_ident()), r)[1])
+        self.assertEqual(await d, 42)
+        self.assertNotIn(threading.get_ident(), ran_in)
+        self.assertEqual(delivered_in, [threading.get_ident()])
+
+        def fails() -> None:
+            raise KeyError("lost")
+        with self.assertRaises(KeyError):
+            await threads.run(fails)
+
+    def test_results_and_errors(self) -> defer.Deferred[None]:
+        return defer.ensureDeferred(self._results_and_errors())
+
+    def test_stop_waits_for_the_jobs_running(self) -> None:
+        threads = qw.JobThreads(reactor, 2)
+        threads.start()
+        release, finished = threading.Event(), []
+
+        def job() -> None:
+            release.wait()
+            finished.append(True)
+        threads.run(job)
+        threading.Thread(target=release.set).start()
+        threads.stop()
+        self.assertEqual(finished, [True])
+        self.failureResultOf(threads.run(job), RuntimeError)
+
+
 class RunnerTests(SynchronousTestCase):
     """The partition loop, against the whole Queuey app in memory, on a Clock."""
 
@@ -151,15 +197,15 @@ class RunnerTests(SynchronousTestCase):
         self.memory.treq.flush()
         return self.successResultOf(d) if d is not None else None
 
-    def runner(self, job: Any, failure: Any = qw.log_failure) -> qw.PartitionRunner:
+    def runner(self, job: Any, failure: Any = qw.log_failure) -> PartitionRunner:
         jobs = qw.Jobs(job, qw.dict_context, failure, self.client, self.clock, 1)
         jobs.start()
 
         def commit(partition: Partition, message_id: str) -> defer.Deferred[None]:
             self.commits.append(message_id)
             return defer.succeed(None)
-        return qw.PartitionRunner(Partition("queuey", "jobs", 1), None, client=self.client, jobs=jobs,
-                                  commit=commit, gate=qw.Gate(lambda: self.gate_open),
+        return PartitionRunner(Partition("queuey", "jobs", 1), None, client=self.client, jobs=jobs,
+                                  commit=commit, gate=Gate(lambda: self.gate_open),
                                   semaphore=defer.DeferredSemaphore(1), clock=self.clock, wait_interval=0.5,
                                   max_wait_interval=1)
 
@@ -285,16 +331,52 @@ class FileOffsetsTests(TestCase):
 
     async def _roundtrip(self) -> None:
         path = os.path.join(os.path.abspath(self.mktemp()), "offsets.json")
-        offsets = qw.FileOffsets(path, reactor)
+        offsets = FileOffsets(path, reactor)
         await offsets.load()
         p = Partition("a", "q", 1)
-        from tests.test_qdo_zookeeper import ids
         first, second = ids(2)
         await defer.gatherResults([offsets.commit(p, first), offsets.commit(p, second)])
         await offsets.commit(p, first)  # never backwards
-        again = qw.FileOffsets(path, reactor)
+        again = FileOffsets(path, reactor)
         await again.load()
         self.assertEqual(again.get(p), second)
 
     def test_durable_and_monotonic(self) -> defer.Deferred[None]:
         return defer.ensureDeferred(self._roundtrip())
+
+
+class NamedQueuesTests(SynchronousTestCase):
+    """``[partitions] queues``: a principal's key finds the partitions of another application's queue."""
+
+    def setUp(self) -> None:
+        self.memory = MemoryQueuey()
+        self.addCleanup(self.memory.close)
+        self.owner = self.client("queuey-key")
+        self.settle(self.owner.create_queue("jobs", partitions=3, principles=["app:other"]))
+        self.settle(self.owner.create_queue("private", partitions=2))
+
+    def client(self, key: str) -> QueueyClient:
+        return QueueyClient(self.memory.url("/v1/queuey"), key, reactor=self.memory.clock, http=self.memory.treq,
+                            retries=0)
+
+    def settle(self, d: defer.Deferred[Any]) -> Any:
+        self.memory.treq.flush()
+        return self.successResultOf(d)
+
+    def discover(self, queues: str) -> set[str]:
+        from qdo.coordinator import discover
+        config = parse_config(MINIMAL.replace("[queuey]", f"[partitions]\nqueues = {queues}\n[queuey]"),
+                              environ={"KEY": "other-key"})
+        found = self.settle(defer.ensureDeferred(discover(self.client("other-key"), config)))
+        return {p.name for p in found}
+
+    def test_partitions_of_listed_queues_only(self) -> None:
+        self.assertEqual(self.discover("jobs, private, missing"), {"jobs-1", "jobs-2", "jobs-3"})
+        self.failureResultOf(self.client("other-key").all_queues(), Exception)  # listing is the owner's
+        self.settle(self.owner.update_queue("jobs", partitions=4))
+        self.assertEqual(self.discover("jobs"), {"jobs-1", "jobs-2", "jobs-3", "jobs-4"})
+
+    def test_queue_names_checked(self) -> None:
+        with self.assertRaises(ConfigError) as caught:
+            parse_config(MINIMAL.replace("[queuey]", "[partitions]\nqueues = a/b\n[queuey]"), environ={"KEY": "k"})
+        self.assertIn("[partitions] queues", str(caught.exception))

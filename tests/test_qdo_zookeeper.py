@@ -18,16 +18,17 @@ from twisted.trial.unittest import TestCase
 
 from qdo.assign import Partition
 from qdo.config import parse_config
-from qdo.coordinator import Slot, ZooKeeperCoordinator
-from qdo.worker import Fenced, id_key
+from qdo.claims import Slot, SlotState
+from qdo.coordinator import ZooKeeperCoordinator
+from qdo.layout import SECTIONS
+from qdo.offsets import Fenced, id_key
 from qdo.zk import ZooKeeper
-from queuey import timeuuid
 from tests.services import ZOOKEEPER, require
-from tests.test_qdo_harness import wait_for
+from tests.qdo_harness import ids, wait_for
 
 CONF = """
 [qdo-worker]
-job = tests.test_qdo_journal:journal_job
+job = tests.qdo_journal:journal_job
 name = {name}
 [queuey]
 connection = http://127.0.0.1:1/v1/a
@@ -36,11 +37,6 @@ connection = {hosts}{root}
 group = g
 session_timeout = 4
 """
-
-
-def ids(n: int) -> list[str]:
-    generator = timeuuid.TimeUUIDGenerator(lambda: 17_000_000_000_000_000)
-    return [generator.next().hex for _ in range(n)]
 
 
 class RulesTests(TestCase):
@@ -58,8 +54,8 @@ class RulesTests(TestCase):
         coordinator = ZooKeeperCoordinator(config, None, None, reactor)  # type: ignore[arg-type]
         await coordinator.zk.start()
         self.addCleanup(coordinator.zk.stop)
-        for sub in ("workers", "owners", "offsets"):
-            await coordinator.zk.retrying("ensure_path", coordinator.path(sub))
+        for section in SECTIONS:
+            await coordinator.zk.ensure_path(coordinator.paths.path(section))
         return coordinator
 
     async def other_session(self) -> ZooKeeper:
@@ -75,17 +71,17 @@ class RulesTests(TestCase):
     async def _dead_session(self) -> None:
         me = await self.coordinator("w1")
         earlier = await self.other_session()  # stands for this worker's earlier, dead process
-        path = me.path("workers", "w1")
-        await earlier.call("create", path, orjson.dumps({"worker": "w1", "host": me.host, "pid": 2 ** 22 + 7}),
+        path = me.paths.worker("w1")
+        await earlier.create(path, orjson.dumps({"worker": "w1", "host": me.membership.host, "pid": 2 ** 22 + 7}),
                            ephemeral=True)
-        registered = defer.ensureDeferred(me._register(me.epoch))
+        registered = defer.ensureDeferred(me.membership.register(me.session.epoch))
         await wait_for(lambda: self.logged("still held by an earlier session"), 10, "the worker to notice")
         self.assertNoResult(registered)
-        _, stat = await me.zk.call("get", path)
+        _, stat = await me.zk.get(path)
         self.assertEqual(stat.ephemeralOwner, earlier.session_id, "it did not take the node")
         await earlier.stop()  # the earlier session ends (here: closed; in life: expires)
         await registered
-        _, stat = await me.zk.call("get", path)
+        _, stat = await me.zk.get(path)
         self.assertEqual(stat.ephemeralOwner, me.zk.session_id)
 
     def test_waits_for_its_earlier_session_to_go(self) -> defer.Deferred[None]:
@@ -95,15 +91,15 @@ class RulesTests(TestCase):
         me = await self.coordinator("w1")
         rival = await self.other_session()
         self.addCleanup(rival.stop)
-        path = me.path("workers", "w1")
-        await rival.call("create", path, orjson.dumps({"worker": "w1", "host": "elsewhere", "pid": 1}),
+        path = me.paths.worker("w1")
+        await rival.create(path, orjson.dumps({"worker": "w1", "host": "elsewhere", "pid": 1}),
                          ephemeral=True)
-        registered = defer.ensureDeferred(me._register(me.epoch))
+        registered = defer.ensureDeferred(me.membership.register(me.session.epoch))
         await wait_for(lambda: self.logged("held by another live worker"), 10, "the worker to notice")
         self.assertNoResult(registered)
         me._lose_session()  # abandon: the wait is cancelled, nothing is taken
         await self.assertFailure(registered, Exception)
-        _, stat = await me.zk.call("get", path)
+        _, stat = await me.zk.get(path)
         self.assertEqual(stat.ephemeralOwner, rival.session_id)
 
     def test_does_not_fight_a_live_rival(self) -> defer.Deferred[None]:
@@ -111,11 +107,11 @@ class RulesTests(TestCase):
 
     async def _own_node(self) -> None:
         me = await self.coordinator("w1")
-        path = me.path("workers", "w1")
-        await me.zk.call("create", path, b"{}", ephemeral=True)  # as if a retried create had gone through
-        _, before = await me.zk.call("get", path)
-        await me._register(me.epoch)
-        _, after = await me.zk.call("get", path)
+        path = me.paths.worker("w1")
+        await me.zk.create(path, b"{}", ephemeral=True)  # as if a retried create had gone through
+        _, before = await me.zk.get(path)
+        await me.membership.register(me.session.epoch)
+        _, after = await me.zk.get(path)
         self.assertEqual(before.czxid, after.czxid)
 
     def test_a_node_of_its_own_session_is_its_own(self) -> defer.Deferred[None]:
@@ -128,13 +124,13 @@ class RulesTests(TestCase):
         previous = await self.other_session()
         self.addCleanup(previous.stop)
         partition = Partition("a", "jobs", 1)
-        await previous.call("create", me.owner_path(partition), orjson.dumps({"worker": "w0", "token": "t0"}),
+        await previous.create(me.paths.owner(partition), orjson.dumps({"worker": "w0", "token": "t0"}),
                             ephemeral=True, makepath=True)
-        slot = me.slots[partition] = Slot(partition, desired=True, epoch=me.epoch)
-        claimed = defer.ensureDeferred(me._claim(slot, me.epoch))
+        slot = me.claims.slots[partition] = Slot(partition, desired=True)
+        claimed = defer.ensureDeferred(me.claims._claim(slot, me.session.epoch))
         await wait_for(lambda: self.logged("to hand it over"), 10, "the claim to wait")
         self.assertNoResult(claimed)
-        self.assertEqual(slot.state, "claiming")
+        self.assertEqual(slot.state, SlotState.CLAIMING)
         self.assertIsNotNone(slot.wait, "the wait can be cancelled")
         return previous, slot, claimed
 
@@ -145,14 +141,14 @@ class RulesTests(TestCase):
         class Runner:
             def start(self) -> None:
                 started.append(self)
-        me.make_runner = lambda *args, **kwargs: Runner()  # type: ignore[method-assign,assignment]
+        me.claims.make_runner = lambda *args, **kwargs: Runner()  # type: ignore[method-assign,assignment]
         previous, slot, claimed = await self._held_owner_node(me)
-        await previous.call("delete", me.owner_path(slot.partition))  # w0 hands it over
+        await previous.delete(me.paths.owner(slot.partition))  # w0 hands it over
         await claimed
-        self.assertEqual((slot.state, len(started), slot.wait), ("running", 1, None))
-        _, stat = await me.zk.call("get", me.owner_path(slot.partition))
+        self.assertEqual((slot.state, len(started), slot.wait), (SlotState.RUNNING, 1, None))
+        _, stat = await me.zk.get(me.paths.owner(slot.partition))
         self.assertEqual(stat.ephemeralOwner, me.zk.session_id)
-        value, _ = await me.zk.call("get", me.offset_path(slot.partition))
+        value, _ = await me.zk.get(me.paths.offset(slot.partition))
         self.assertEqual(orjson.loads(value)["token"], me.token, "the claim fenced the offset")
 
     def test_a_claim_waits_for_the_previous_owner(self) -> defer.Deferred[None]:
@@ -161,12 +157,12 @@ class RulesTests(TestCase):
     async def _claim_abandoned(self) -> None:
         me = await self.coordinator("w1")
         previous, slot, claimed = await self._held_owner_node(me)
-        me._want(slot.partition, False, me.epoch)  # assigned elsewhere meanwhile: cancels the wait
+        me.claims.want(slot.partition, False, me.session.epoch)  # assigned elsewhere meanwhile: cancels the wait
         await claimed
-        self.assertEqual((slot.state, slot.wait, slot.runner), ("idle", None, None))
-        _, stat = await me.zk.call("get", me.owner_path(slot.partition))
+        self.assertEqual((slot.state, slot.wait, slot.runner), (SlotState.IDLE, None, None))
+        _, stat = await me.zk.get(me.paths.owner(slot.partition))
         self.assertEqual(stat.ephemeralOwner, previous.session_id, "it took nothing")
-        self.assertIsNone(await me.zk.call("exists", me.offset_path(slot.partition)), "nor fenced the offset")
+        self.assertIsNone(await me.zk.exists(me.paths.offset(slot.partition)), "nor fenced the offset")
 
     def test_a_claim_no_longer_wanted_stops_waiting(self) -> defer.Deferred[None]:
         return defer.ensureDeferred(self._claim_abandoned())
@@ -177,20 +173,16 @@ class RulesTests(TestCase):
         a, b = await self.coordinator("a"), await self.coordinator("b")
         partition = Partition("a", "jobs", 1)
         first, second, third = ids(3)
-        offset, version = await a._fence(partition, a.epoch)
-        self.assertIsNone(offset)
-        slot_a = Slot(partition, offset=offset, version=version)
-        await a._commit(slot_a, first, a.epoch)
+        self.assertIsNone(await a.offsets.open(partition))
+        await a.offsets.commit(partition, first)
         # b takes the partition over (in life: after a's owner node went).
-        offset, version = await b._fence(partition, b.epoch)
-        self.assertEqual(offset, first)
-        slot_b = Slot(partition, offset=offset, version=version)
+        self.assertEqual(await b.offsets.open(partition), first)
         # a, late, tries to record progress: refused.
         with self.assertRaises(Fenced):
-            await a._commit(slot_a, second, a.epoch)
-        await b._commit(slot_b, third, b.epoch)
-        await b._commit(slot_b, second, b.epoch)  # older than the offset: never backwards
-        value, _ = await b.zk.call("get", b.offset_path(partition))
+            await a.offsets.commit(partition, second)
+        await b.offsets.commit(partition, third)
+        await b.offsets.commit(partition, second)  # older than the offset: never backwards
+        value, _ = await b.zk.get(b.paths.offset(partition))
         self.assertEqual(orjson.loads(value)["offset"], third)
         self.assertLess(id_key(second), id_key(third))
 

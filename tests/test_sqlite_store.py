@@ -11,7 +11,7 @@ from twisted.internet.task import Clock
 from twisted.trial import unittest
 
 from queuey import timeuuid
-from queuey.config import ConfigError, parse_config
+from queuey.config import ConfigError, SQLiteSettings, Synchronous, parse_config
 from queuey.errors import StorageUnavailable
 from queuey.interfaces import MessageRange
 from queuey.storage import make_store
@@ -161,10 +161,11 @@ class FromConfigTests(unittest.TestCase):
         reader = yield store._runner.read(level)
         return writer, reader
 
-    def test_bad_synchronous(self) -> None:
-        error = self.assertRaises(ConfigError, make_store, self.config("path = x\nsynchronous = maybe\n"), reactor)
-        self.assertIn("[storage] synchronous", str(error))
+    def test_settings_are_typed_at_load(self) -> None:
+        settings = self.config("path = x.sqlite\nsynchronous = normal\nreaders = 2\nexpiry_interval = 5\n").storage
+        self.assertEqual(settings, SQLiteSettings("x.sqlite", Synchronous.NORMAL, 2, 5.0))
 
-    def test_bad_readers(self) -> None:
-        error = self.assertRaises(ConfigError, make_store, self.config("path = x\nreaders = lots\n"), reactor)
-        self.assertIn("[storage] readers", str(error))
+    def test_bad_synchronous_and_readers_both_said(self) -> None:
+        error = self.assertRaises(ConfigError, self.config, "path = x\nsynchronous = maybe\nreaders = lots\n")
+        self.assertEqual(error.problems, ("[storage] synchronous: 'maybe': use one of NORMAL, FULL, EXTRA",
+                                          "[storage] readers: 'lots' is not a whole number"))

@@ -25,12 +25,10 @@ their deletion.
 from __future__ import annotations
 
 import math
-import re
 import uuid
-from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
-from twisted.internet import defer, threads
+from twisted.internet import defer, task, threads
 from twisted.logger import Logger
 from zope.interface import implementer
 
@@ -46,7 +44,7 @@ from cassandra.protocol import ErrorMessage, OverloadedErrorMessage, ServerError
 from cassandra.query import BatchStatement, BatchType, PreparedStatement, dict_factory, tuple_factory
 
 from queuey import timeuuid
-from queuey.config import Config, ConfigError
+from queuey.config import CassandraSettings
 from queuey.errors import QueueExists, StorageUnavailable
 from queuey.interfaces import (IMessageStore, Message, MessageRange, MessageRef, NewMessage,
                                QueueSettings)
@@ -70,6 +68,13 @@ MIN_BUCKET, MAX_BUCKET = -(2 ** 63), 2 ** 63 - 1
 #: Bytes of message bodies per single-partition batch; keeps mutations well under
 #: Cassandra's max_mutation_size (half the commit log segment, 16 MiB by default).
 MAX_BATCH_BYTES = 4 * 1024 * 1024
+#: A range read's page holds max_bytes / RANGE_PAGE_DIVISOR rows (64 to 1000), so
+#: pages of large messages stay a few tens of MiB and pages of small ones stay few.
+RANGE_PAGE_DIVISOR = 32 * 1024
+#: Tries of a statement the driver could not send because the connection's socket
+#: was full (ConnectionBusy: nothing was sent), and the first pause between them.
+BUSY_TRIES = 12
+BUSY_PAUSE = 0.005
 #: gc_grace_seconds of the message tables: tombstones there only hide deleted
 #: messages, which expire by TTL anyway; 3 h is the default hint window.
 MESSAGE_GC_GRACE = 10800
@@ -77,8 +82,6 @@ MESSAGE_GC_GRACE = 10800
 #: prepared before then may reach a node that lacks a table (seen on a loaded 3-node cluster,
 #: where the driver's default 10 s was not enough).
 SCHEMA_AGREEMENT_WAIT = 120
-_KEYSPACE = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,47}$")
-_DC = re.compile(r"^[A-Za-z0-9_.-]+$")
 
 QUEUE_COLUMNS = "application, queue_name, partitions, type, consistency, principles, created"
 MESSAGE_KEY = "application = ? AND queue_name = ? AND incarnation = ? AND partition = ?"
@@ -114,125 +117,28 @@ def schema_cql(keyspace: str, replication: Mapping[str, Any]) -> list[str]:
     ]
 
 
-# -- configuration -------------------------------------------------------------
-
-@dataclass(frozen=True)
-class CassandraSettings:
-    """The ``[storage]`` keys of the Cassandra backend, checked."""
-
-    hosts: tuple[tuple[str, int], ...] = (("127.0.0.1", 9042),)
-    keyspace: str = "queuey"
-    replication: Mapping[str, Any] = field(
-        default_factory=lambda: {"class": "SimpleStrategy", "replication_factor": 1})
-    multi_dc: bool = False
-    create_schema: bool = True
-    username: str | None = None
-    password: str | None = None
-    local_dc: str | None = None
-    connect_timeout: float = 5.0
-    request_timeout: float = 10.0
-    max_in_flight: int = 256
-    bucket_seconds: int = 3600
-
-    @classmethod
-    def parse(cls, storage: Mapping[str, str]) -> "CassandraSettings":
-        """Check the raw ``[storage]`` mapping; every problem is a ConfigError naming its key."""
-        def error(key: str, message: str) -> ConfigError:
-            return ConfigError(f"[storage] {key}: {message}")
-
-        def boolean(key: str, default: bool) -> bool:
-            raw = storage.get(key, "").strip().lower()
-            if not raw:
-                return default
-            if raw in ("true", "yes", "on", "1"):
-                return True
-            if raw in ("false", "no", "off", "0"):
-                return False
-            raise error(key, f"{storage[key]!r} is not true or false")
-
-        def number(key: str, default: float, kind: type, low: float, high: float) -> Any:
-            raw = storage.get(key, "").strip()
-            if not raw:
-                return default
-            try:
-                value = kind(raw)
-            except ValueError:
-                raise error(key, f"{raw!r} is not a {'whole ' if kind is int else ''}number") from None
-            if not (low <= value <= high) or (kind is float and not math.isfinite(value)):
-                raise error(key, f"must be between {low} and {high}, not {raw}")
-            return value
-
-        hosts = []
-        for item in storage.get("hosts", "127.0.0.1:9042").split(","):
-            item = item.strip()
-            if not item:
-                continue
-            host, port = item, "9042"
-            if item.startswith("["):  # [ipv6]:port
-                host, _, rest = item[1:].partition("]")
-                port = rest[1:] if rest.startswith(":") else "9042"
-            elif item.count(":") == 1:
-                host, port = item.split(":")
-            if not host or not port.isdigit() or not 0 < int(port) < 65536:
-                raise error("hosts", f"{item!r} is not host[:port]")
-            hosts.append((host, int(port)))
-        if not hosts:
-            raise error("hosts", "name at least one host")
-
-        keyspace = storage.get("keyspace", "queuey").strip()
-        if not _KEYSPACE.match(keyspace):
-            raise error("keyspace", f"{keyspace!r} is not a keyspace name (a letter, then letters, digits, _)")
-
-        multi_dc = boolean("multi_dc", False)
-        replication = _parse_replication(storage.get("replication", "SimpleStrategy:1").strip(), error)
-        if multi_dc and replication["class"] != "NetworkTopologyStrategy":
-            raise error("replication", "multi_dc = true needs NetworkTopologyStrategy:dc1=N,dc2=M")
-
-        username = storage.get("username", "").strip() or None
-        password = storage.get("password", "") or None
-        if (username is None) != (password is None):
-            raise error("username" if username is None else "password",
-                        "username and password go together")
-        local_dc = storage.get("local_dc", "").strip() or None
-        if local_dc is not None and not _DC.match(local_dc):
-            raise error("local_dc", f"{local_dc!r} is not a data centre name")
-
-        return cls(
-            hosts=tuple(hosts), keyspace=keyspace, replication=replication, multi_dc=multi_dc,
-            create_schema=boolean("create_schema", True), username=username, password=password,
-            local_dc=local_dc,
-            connect_timeout=number("connect_timeout", 5.0, float, 0.1, 600),
-            request_timeout=number("request_timeout", 10.0, float, 0.1, 600),
-            max_in_flight=number("max_in_flight", 256, int, 1, 32768),
-            bucket_seconds=number("bucket_seconds", 3600, int, 60, 30 * 86400),
-        )
-
-
-def _parse_replication(raw: str, error: Callable[[str, str], ConfigError]) -> dict[str, Any]:
-    """``SimpleStrategy:N`` or ``NetworkTopologyStrategy:dc1=N[,dc2=M...]``."""
-    strategy, _, spec = raw.partition(":")
-    strategy = strategy.strip()
-    if strategy == "SimpleStrategy":
-        if not spec.strip().isdigit() or int(spec) < 1:
-            raise error("replication", f"{raw!r}: use SimpleStrategy:N with N at least 1")
-        return {"class": "SimpleStrategy", "replication_factor": int(spec)}
-    if strategy == "NetworkTopologyStrategy":
-        result: dict[str, Any] = {"class": "NetworkTopologyStrategy"}
-        for part in spec.split(","):
-            dc, _, factor = part.strip().partition("=")
-            if not _DC.match(dc.strip()) or not factor.strip().isdigit() or int(factor) < 1:
-                raise error("replication", f"{raw!r}: use NetworkTopologyStrategy:dc1=N[,dc2=M]")
-            result[dc.strip()] = int(factor)
-        return result
-    raise error("replication", f"{raw!r}: use SimpleStrategy:N or NetworkTopologyStrategy:dc1=N[,dc2=M]")
-
-
 # -- errors ----------------------------------------------------------------------
 
 #: What the driver raises when Cassandra cannot answer (nodes down, timeouts,
 #: too few replicas, overload): the request may work again later, so 503.
 UNAVAILABLE_ERRORS = (RequestExecutionException, OperationTimedOut, NoHostAvailable,
                       ConnectionException, ConnectionBusy, OverloadedErrorMessage, ServerError)
+
+
+class _NothingSent(Exception):
+    """The driver gave up on a statement before sending any of it; sending it again is safe."""
+
+    def __init__(self, error: BaseException) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
+def nothing_sent(error: BaseException) -> bool:
+    """True when every host refused ``error``'s statement with ConnectionBusy (a full socket)."""
+    if isinstance(error, ConnectionBusy):
+        return True
+    return (isinstance(error, NoHostAvailable) and bool(error.errors)
+            and all(isinstance(e, ConnectionBusy) for e in error.errors.values()))
 
 
 def translate(error: BaseException) -> BaseException:
@@ -283,10 +189,6 @@ class CassandraStore:
         }
         self._meta_level = self._levels["strong"]
         self._serial = ConsistencyLevel.LOCAL_SERIAL if multi else ConsistencyLevel.SERIAL
-
-    @classmethod
-    def from_config(cls, config: Config, reactor: Any) -> "CassandraStore":
-        return cls(CassandraSettings.parse(config.storage), reactor)
 
     # -- life cycle ---------------------------------------------------------
 
@@ -378,11 +280,24 @@ class CassandraStore:
             bound.serial_consistency_level = self._serial
         return bound
 
-    def _execute(self, statement: Any, profile: Any = EXEC_PROFILE_DEFAULT) -> defer.Deferred[list[Any]]:
-        """Run one statement (all its pages), bounded by the in-flight limit."""
-        return self._limit.run(self._start, statement, profile)
+    def _execute(self, statement: Any, profile: Any = EXEC_PROFILE_DEFAULT,
+                 until: Callable[[list[Any]], bool] | None = None) -> defer.Deferred[list[Any]]:
+        """Run one statement (its pages, until ``until(rows)`` says enough), bounded by the in-flight limit."""
+        return self._limit.run(self._send, statement, profile, until, 0)
 
-    def _start(self, statement: Any, profile: Any) -> defer.Deferred[list[Any]]:
+    def _send(self, statement: Any, profile: Any, until: Any, attempt: int) -> defer.Deferred[list[Any]]:
+        return self._start(statement, profile, until).addErrback(
+            self._resend_if_busy, statement, profile, until, attempt)
+
+    def _resend_if_busy(self, failure: Any, statement: Any, profile: Any, until: Any, attempt: int) -> Any:
+        """A statement the driver never sent (its connection's socket was full) goes again, after a pause."""
+        failure.trap(_NothingSent)
+        if attempt + 1 >= BUSY_TRIES:
+            raise translate(failure.value.error)
+        return task.deferLater(self._reactor, BUSY_PAUSE * 2 ** attempt,
+                               self._send, statement, profile, until, attempt + 1)
+
+    def _start(self, statement: Any, profile: Any, until: Any = None) -> defer.Deferred[list[Any]]:
         session = self._session
         if session is None:
             return defer.fail(StorageUnavailable("Cassandra store is not open"))
@@ -398,7 +313,7 @@ class CassandraStore:
             try:
                 if page_rows:
                     rows.extend(page_rows)
-                if future.has_more_pages:
+                if future.has_more_pages and not (until is not None and until(rows)):
                     future.start_fetching_next_page()
                     return
             except Exception as e:  # never leave the Deferred hanging
@@ -407,7 +322,7 @@ class CassandraStore:
             call(result.callback, rows)
 
         def failed(error: BaseException) -> None:  # on a driver thread
-            call(result.errback, translate(error))
+            call(result.errback, _NothingSent(error) if nothing_sent(error) else translate(error))
 
         future.add_callbacks(page, failed)
         return result
@@ -511,8 +426,10 @@ class CassandraStore:
         remembers it, so a busy bucket costs one index write per bucket width.
         """
         level = self._level(queue)
-        now = int(self._reactor.seconds())
+        clock = self._reactor.seconds()
+        now = int(clock)
         step = self._bucket_ticks // timeuuid.TICKS_PER_SECOND
+        lifetimes = {m.id: math.ceil(m.lifetime(clock)) for m in messages}  # delay + TTL, in seconds
         groups: dict[tuple[int, int], list[NewMessage]] = {}
         for message in messages:
             groups.setdefault((message.partition, bucket_of(message.id, self._bucket_ticks)), []).append(message)
@@ -520,13 +437,13 @@ class CassandraStore:
         index_marks = []
         for (partition, bucket), group in groups.items():
             key = (queue.application, queue.queue_name, queue.created, partition, bucket)
-            expires = -(-(now + max(m.ttl for m in group)) // step) * step + step
+            expires = -(-(now + max(lifetimes[m.id] for m in group)) // step) * step + step
             if self._indexed.get(key, -1) < expires:
                 writes.append(self._execute(self._bound("index_bucket", *key, expires, expires - now,
                                                         consistency=level)))
                 index_marks.append((key, expires))
             for chunk in _chunks(group):
-                statements = [self._bound("put_message", *key, m.id, m.content_type, m.body, m.ttl,
+                statements = [self._bound("put_message", *key, m.id, m.content_type, m.body, lifetimes[m.id],
                                           consistency=level) for m in chunk]
                 if len(statements) == 1:
                     writes.append(self._execute(statements[0]))
@@ -570,17 +487,31 @@ class CassandraStore:
             wanted.descending, level)
         name = ("range_desc" if wanted.descending else "range") + ("" if wanted.lower_inclusive else "_after")
         found: list[Message] = []
+        body_bytes = 0
         window = 1
-        while buckets and len(found) < wanted.limit:
+        while buckets and len(found) < wanted.limit and not wanted.full(body_bytes):
             now, buckets = buckets[:window], buckets[window:]
             window = min(window * 2, 8)
             remaining = wanted.limit - len(found)
-            groups = yield self._gather([self._execute(self._bound(
-                name, queue.application, queue.queue_name, queue.created, partition, bucket, lower, upper,
-                remaining, consistency=level)) for bucket in now])
+            groups = yield self._gather([self._execute(
+                self._range_statement(name, queue, partition, bucket, lower, upper, remaining, wanted, level),
+                until=_bodies_reach(wanted)) for bucket in now])
             for rows in groups:
-                found.extend(Message(row[0], partition, row[2], row[1]) for row in rows)
-        return found[:wanted.limit]
+                for row in rows:
+                    if len(found) == wanted.limit or wanted.full(body_bytes):
+                        break
+                    found.append(Message(row[0], partition, row[2], row[1]))
+                    body_bytes += len(row[2])
+        return found
+
+    def _range_statement(self, name: str, queue: QueueSettings, partition: int, bucket: int, lower: Any,
+                         upper: Any, limit: int, wanted: MessageRange, level: int) -> Any:
+        """A range query of one bucket whose pages hold a bounded number of rows."""
+        statement = self._bound(name, queue.application, queue.queue_name, queue.created, partition, bucket,
+                                lower, upper, limit, consistency=level)
+        if wanted.max_bytes is not None:
+            statement.fetch_size = min(1000, max(64, wanted.max_bytes // RANGE_PAGE_DIVISOR))
+        return statement
 
     @defer.inlineCallbacks
     def get_messages(self, queue: QueueSettings, refs: Sequence[MessageRef]) -> Any:
@@ -600,15 +531,16 @@ class CassandraStore:
         return None
 
     @defer.inlineCallbacks
-    def newest_message_ids(self, queue: QueueSettings, partitions: Sequence[int]) -> Any:
+    def newest_message_ids(self, queue: QueueSettings, partitions: Sequence[int], upto: Any = None) -> Any:
         level = self._level(queue)
+        highest = HIGHEST_ID if upto is None else upto
 
         @defer.inlineCallbacks
         def newest(partition: int) -> Any:
-            buckets = yield self._buckets(queue, partition, None, None, True, level)
+            buckets = yield self._buckets(queue, partition, None, bucket_of(highest, self._bucket_ticks), True, level)
             for bucket in buckets:
                 rows = yield self._execute(self._bound(
-                    "newest", queue.application, queue.queue_name, queue.created, partition, bucket,
+                    "newest", queue.application, queue.queue_name, queue.created, partition, bucket, highest,
                     consistency=level))
                 if rows:
                     return rows[0][0]
@@ -616,6 +548,13 @@ class CassandraStore:
 
         ids = yield self._gather([newest(p) for p in partitions])
         return {p: i for p, i in zip(partitions, ids) if i is not None}
+
+
+def _bodies_reach(wanted: MessageRange) -> Callable[[list[Any]], bool]:
+    """For _execute: stop fetching pages of (id, content_type, body) rows once the bodies fill ``wanted``."""
+    def full(rows: list[Any]) -> bool:
+        return wanted.full(sum(len(row[2]) for row in rows))
+    return full
 
 
 def _chunks(group: list[NewMessage]) -> Iterable[list[NewMessage]]:
@@ -661,7 +600,7 @@ _STATEMENTS = {
     "get_message": f"SELECT content_type, body FROM messages WHERE {MESSAGE_KEY} AND bucket = ? AND id = ?",
     "delete_message": f"DELETE FROM messages WHERE {MESSAGE_KEY} AND bucket = ? AND id = ?",
     "count_bucket": f"SELECT count(*) FROM messages WHERE {MESSAGE_KEY} AND bucket = ?",
-    "newest": f"SELECT id FROM messages WHERE {MESSAGE_KEY} AND bucket = ? ORDER BY id DESC LIMIT 1",
+    "newest": f"SELECT id FROM messages WHERE {MESSAGE_KEY} AND bucket = ? AND id <= ? ORDER BY id DESC LIMIT 1",
     "drop_bucket": f"DELETE FROM messages WHERE {MESSAGE_KEY} AND bucket = ?",
     "drop_bucket_index": f"DELETE FROM message_buckets WHERE {MESSAGE_KEY}",
 }

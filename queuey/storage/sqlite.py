@@ -28,8 +28,8 @@ from twisted.python.threadpool import ThreadPool
 from zope.interface import implementer
 
 from queuey import timeuuid
-from queuey.config import Config, ConfigError
-from queuey.errors import NotFound, QueueExists, StorageUnavailable
+from queuey.config import SQLiteSettings
+from queuey.errors import QueueExists, QueueMissing, StorageUnavailable
 from queuey.interfaces import (IMessageStore, Message, MessageRange, MessageRef,
                                NewMessage, QueueSettings)
 
@@ -266,21 +266,9 @@ class SQLiteStore:
         self._sweeping: defer.Deferred[int] | None = None
 
     @classmethod
-    def from_config(cls, config: Config, reactor: Any) -> "SQLiteStore":
-        path = config.storage.get("path")
-        if not path:
-            raise ConfigError("[storage] path: missing (required for the sqlite backend)")
-        synchronous = config.storage.get("synchronous", "FULL").upper()
-        if synchronous not in ("NORMAL", "FULL", "EXTRA"):
-            raise ConfigError("[storage] synchronous: use NORMAL, FULL or EXTRA")
-        try:
-            readers = int(config.storage.get("readers", "4"))
-        except ValueError:
-            raise ConfigError("[storage] readers: not a whole number") from None
-        if readers < 1:
-            raise ConfigError("[storage] readers: must be at least 1")
-        return cls(ThreadedRunner(path, reactor, readers, synchronous), reactor,
-                   config.expiry_interval)
+    def from_settings(cls, settings: SQLiteSettings, reactor: Any) -> "SQLiteStore":
+        return cls(ThreadedRunner(settings.path, reactor, settings.readers, settings.synchronous.value), reactor,
+                   settings.expiry_interval)
 
     @classmethod
     def in_memory(cls, clock: IReactorTime) -> "SQLiteStore":
@@ -409,21 +397,22 @@ class SQLiteStore:
     # -- messages -----------------------------------------------------------
 
     def put_messages(self, queue: QueueSettings, messages: Sequence[NewMessage]) -> defer.Deferred[None]:
-        now = self._now_ms()
+        now = self._clock.seconds()
+        now_ms = int(now * 1000)
 
         def upsert(conn: sqlite3.Connection) -> None:
             row = conn.execute("SELECT qid FROM queues WHERE application = ? AND queue_name = ?",
                                (queue.application, queue.queue_name)).fetchone()
             if row is None:  # deleted since the request looked it up
-                raise NotFound(f"No queue {queue.queue_name!r} in application {queue.application!r}.")
+                raise QueueMissing(f"No queue {queue.queue_name!r} in application {queue.application!r}.")
             qid = row[0]
             conn.executemany(
                 "INSERT INTO messages (qid, partition, key, expires_ms, content_type, body) "
                 "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (qid, partition, key) DO UPDATE SET "
                 "expires_ms = excluded.expires_ms, content_type = excluded.content_type, "
                 "body = excluded.body",
-                [(qid, m.partition, timeuuid.sort_key(m.id), now + m.ttl * 1000, m.content_type, m.body)
-                 for m in messages])
+                [(qid, m.partition, timeuuid.sort_key(m.id), now_ms + int(m.lifetime(now) * 1000), m.content_type,
+                  m.body) for m in messages])
             return None
         return self._runner.write(upsert)
 
@@ -442,8 +431,14 @@ class SQLiteStore:
                f"ORDER BY key {'DESC' if wanted.descending else 'ASC'} LIMIT ?")
 
         def select(conn: sqlite3.Connection) -> list[Message]:
-            return [Message(timeuuid.from_sort_key(key), partition, body, content_type)
-                    for key, content_type, body in conn.execute(sql, params)]
+            found = []
+            body_bytes = 0
+            for key, content_type, body in conn.execute(sql, params):  # rows step one by one
+                found.append(Message(timeuuid.from_sort_key(key), partition, body, content_type))
+                body_bytes += len(body)
+                if wanted.full(body_bytes):
+                    break
+            return found
         return self._runner.read(select)
 
     def get_messages(self, queue: QueueSettings, refs: Sequence[MessageRef]) -> defer.Deferred[list[Message]]:
@@ -470,13 +465,15 @@ class SQLiteStore:
                  for ref in refs])
         return self._runner.write(delete)
 
-    def newest_message_ids(self, queue: QueueSettings,
-                           partitions: Sequence[int]) -> defer.Deferred[dict[int, Any]]:
+    def newest_message_ids(self, queue: QueueSettings, partitions: Sequence[int],
+                           upto: Any = None) -> defer.Deferred[dict[int, Any]]:
+        highest = b"\xff" * 16 if upto is None else timeuuid.sort_key(upto)
+
         def select(conn: sqlite3.Connection) -> dict[int, Any]:
             newest = {}
             for partition in partitions:
-                key = conn.execute(f"SELECT max(key) FROM messages WHERE qid = {QID} AND partition = ?",
-                                   (queue.application, queue.queue_name, partition)).fetchone()[0]
+                key = conn.execute(f"SELECT max(key) FROM messages WHERE qid = {QID} AND partition = ? AND key <= ?",
+                                   (queue.application, queue.queue_name, partition, highest)).fetchone()[0]
                 if key is not None:
                     newest[partition] = timeuuid.from_sort_key(key)
             return newest

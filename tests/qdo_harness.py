@@ -1,4 +1,4 @@
-"""Real processes for the qdo integration tests: ``twistd queuey``, ``qdo`` workers, a TCP proxy.
+"""Real processes for the qdo integration tests and bench: ``twistd queuey``, ``qdo`` workers, a TCP proxy.
 
 Nothing here sleeps for time: :func:`wait_for` polls a condition until a
 bounded deadline.
@@ -17,13 +17,23 @@ from kazoo.exceptions import NoNodeError
 from twisted.internet import defer, protocol, reactor, task
 from twisted.internet.error import ProcessDone, ProcessTerminated
 
+from qdo.session import Session
 from qdo.zk import ZooKeeper
+from queuey import timeuuid
 from queuey.client import QueueyClient
-from tests.processes import free_port
+from tests.processes import start_queuey
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BIN = os.path.dirname(sys.executable)
 APP, KEY = "a", "key"
+#: Another application of the test server, which may read the queues of APP that list it.
+PRINCIPAL, PRINCIPAL_KEY = "reader", "reader-key"
+
+
+def ids(n: int) -> list[str]:
+    """``n`` message ids in increasing order."""
+    generator = timeuuid.TimeUUIDGenerator(lambda: 17_000_000_000_000_000)
+    return [generator.next().hex for _ in range(n)]
 
 
 async def wait_for(condition: Callable[[], Any], timeout: float, what: str, interval: float = 0.1) -> Any:
@@ -103,45 +113,60 @@ def spawn(argv: list[str], log_path: str, env: dict[str, str] | None = None, cwd
     return process
 
 
-class Queuey:
-    """A real ``twistd -n queuey`` on SQLite, on a free loopback port."""
+class Cleanups:
+    """Stands in for a TestCase's ``addCleanup`` outside a test (the bench): :meth:`run` runs them, last first."""
 
-    def __init__(self, directory: str) -> None:
+    def __init__(self) -> None:
+        self.cleanups: list[Callable[[], Any]] = []
+
+    def addCleanup(self, function: Callable[..., Any], *args: Any) -> None:
+        self.cleanups.append(lambda: function(*args))
+
+    async def run(self) -> None:
+        while self.cleanups:
+            result = self.cleanups.pop()()
+            if isinstance(result, defer.Deferred):
+                await result
+
+
+class Queuey:
+    """A real ``twistd -n queuey`` on SQLite (tests/processes.py's start_queuey), on a free loopback port."""
+
+    def __init__(self, directory: str, process: Any) -> None:
         self.directory = directory
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}/v1/{APP}"
-        ini = os.path.join(directory, "queuey.ini")
-        with open(ini, "w") as handle:
-            handle.write(f"[application_keys]\n{APP} = {KEY}\n\n[storage]\nbackend = sqlite\n"
-                         f"path = {os.path.join(directory, 'q.sqlite')}\n\n[longpoll]\npoll_interval = 0.2\n")
-        self.process = spawn([os.path.join(BIN, "twistd"), "-n", "--pidfile=", "queuey", "--config", ini,
-                              "--port", f"tcp:{self.port}:interface=127.0.0.1"],
-                             os.path.join(directory, "queuey.log"))
+        self.process = process
+        self.url = f"{process.base}/v1/{APP}"
         self.client = QueueyClient(self.url, KEY, reactor=reactor, retries=1)
 
-    async def ready(self) -> None:
-        await wait_for(self.client.heartbeat, 30, "queuey to serve")
+    @classmethod
+    async def start(cls, test: Any, directory: str) -> "Queuey":
+        """Start one; ``test`` (a TestCase, or :class:`Cleanups`) kills it with -9 at the end if it still runs."""
+        ini = os.path.join(directory, "queuey.ini")
+        with open(ini, "w") as handle:
+            handle.write(f"[application_keys]\n{APP} = {KEY}\n{PRINCIPAL} = {PRINCIPAL_KEY}\n\n"
+                         "[storage]\nbackend = sqlite\n"
+                         f"path = {os.path.join(directory, 'q.sqlite')}\n\n[longpoll]\npoll_interval = 0.2\n")
+        queuey = cls(directory, await start_queuey(test, ini))
+        await wait_for(queuey.client.heartbeat, 30, "queuey to serve")
+        return queuey
 
     async def stop(self) -> None:
         await self.client.close()
-        await self.process.stop()
+        if not self.process.ended.called:
+            self.process.transport.signalProcess("TERM")
+            await self.process.ended
 
 
 WORKER_CONF = """\
 [qdo-worker]
-job = tests.test_qdo_journal:journal_job
-name = {name}
-wait_interval = 0.2
-max_wait_interval = 0.5
-long_poll = {long_poll}
-concurrency = 4
-lag_interval = 5
+{worker}
 
 [partitions]
 policy = {policy}
 discover_interval = {discover_interval}
 offsets_file = {offsets_file}
 {ids}
+{queues}
 
 [queuey]
 connection = {queuey}
@@ -160,8 +185,12 @@ class Worker:
     """One real ``qdo -c <conf>`` process with the journal job."""
 
     def __init__(self, directory: str, name: str, queuey: str, zookeeper: str, *, policy: str = "automatic",
-                 session_timeout: float = 4, party_wait: float = 0.5, long_poll: int = 0,
-                 discover_interval: float = 1.0, job_seconds: float = 0.01, ids: str = "") -> None:
+                 session_timeout: float = 20, party_wait: float = 0.5, long_poll: int = 0,
+                 discover_interval: float = 1.0, job_seconds: float = 0.01, ids: str = "", queues: str = "",
+                 key: str = KEY, settings: dict[str, Any] | None = None) -> None:
+        """``settings``: more (or other) ``[qdo-worker]`` keys; ``queues``: ``[partitions] queues``;
+        ``key``: the worker's application key. Sessions are long (20 s) unless a test
+        studies their expiry: a loaded machine must not lose one by accident."""
         self.name = name
         self.directory = directory
         self.journal = os.path.join(directory, f"journal-{name}")
@@ -169,17 +198,25 @@ class Worker:
         self.log_path = os.path.join(directory, f"{name}.log")
         with open(self.conf, "w") as handle:
             handle.write(WORKER_CONF.format(
-                name=name, policy=policy, queuey=queuey, key=KEY, zookeeper=zookeeper, party_wait=party_wait,
+                policy=policy, queuey=queuey, key=key, zookeeper=zookeeper, party_wait=party_wait,
                 session_timeout=session_timeout, long_poll=long_poll, discover_interval=discover_interval,
-                offsets_file=os.path.join(directory, f"offsets-{name}.json"), ids=f"ids = {ids}" if ids else ""))
+                offsets_file=os.path.join(directory, f"offsets-{name}.json"), ids=f"ids = {ids}" if ids else "",
+                queues=f"queues = {queues}" if queues else "",
+                worker="\n".join(f"{k} = {v}" for k, v in {
+                    "job": "tests.qdo_journal:journal_job", "name": name, "wait_interval": 0.2,
+                    "max_wait_interval": 0.5, "long_poll": long_poll, "concurrency": 4, "lag_interval": 5,
+                    **(settings or {})}.items())))
         self.job_seconds = job_seconds
+        self.env: dict[str, str] = {}
         self.process: LoggedProcess | None = None
         self.died_at: float | None = None
 
-    def start(self) -> "Worker":
-        self.process = spawn([sys.executable, "-m", "qdo", "-c", self.conf], self.log_path, env={
+    def start(self, *command: str) -> "Worker":
+        """``qdo -c <conf>``, or another command line (``command``, to which the journal settings apply too)."""
+        argv = list(command) or [sys.executable, "-m", "qdo", "-c", self.conf]
+        self.process = spawn(argv, self.log_path, env={
             "QDO_TEST_JOURNAL": self.journal, "QDO_TEST_WORKER": self.name,
-            "QDO_TEST_JOB_SECONDS": str(self.job_seconds)})
+            "QDO_TEST_JOB_SECONDS": str(self.job_seconds), **self.env})
         return self
 
     def kill(self) -> None:
@@ -199,12 +236,17 @@ class Worker:
         with open(self.log_path, errors="replace") as handle:
             return handle.read()
 
+    def lost_a_session(self) -> bool:
+        """Whether this worker lost a ZooKeeper session (on a loaded machine: not a defect in itself)."""
+        return os.path.exists(self.log_path) and "ZooKeeper session lost" in self.log()
+
 
 class Group:
     """Reads a qdo group's state from ZooKeeper (with a session of the test's own)."""
 
     def __init__(self, hosts: str, root: str, group: str = "test") -> None:
         self.zk = ZooKeeper(hosts, reactor, session_timeout=10)
+        self.session = Session(self.zk, reactor, 10)
         self.base = f"{root}/{group}"
 
     async def start(self) -> None:
@@ -215,13 +257,13 @@ class Group:
 
     async def workers(self) -> set[str]:
         try:
-            return set(await self.zk.retrying("get_children", self.base + "/workers"))
+            return set(await self.session.retry(lambda: self.zk.children(self.base + "/workers")))
         except NoNodeError:
             return set()
 
     async def assignment(self) -> dict[str, Any]:
         try:
-            value, _ = await self.zk.retrying("get", self.base + "/assignment")
+            value, _ = await self.session.retry(lambda: self.zk.get(self.base + "/assignment"))
         except NoNodeError:
             return {}
         return orjson.loads(value)
@@ -230,17 +272,18 @@ class Group:
         found: dict[str, tuple[bytes, Any]] = {}
         root = f"{self.base}/{sub}"
         try:
-            queues_of = await self.zk.retrying("get_children", f"{root}/{APP}")
+            queues_of = await self.session.retry(lambda: self.zk.children(f"{root}/{APP}"))
         except NoNodeError:
             return found
         for queue in queues_of:
             try:
-                numbers = await self.zk.retrying("get_children", f"{root}/{APP}/{queue}")
+                numbers = await self.session.retry(lambda: self.zk.children(f"{root}/{APP}/{queue}"))
             except NoNodeError:
                 continue
             for number in numbers:
                 try:
-                    found[f"{queue}-{number}"] = await self.zk.retrying("get", f"{root}/{APP}/{queue}/{number}")
+                    path = f"{root}/{APP}/{queue}/{number}"
+                    found[f"{queue}-{number}"] = await self.session.retry(lambda: self.zk.get(path))
                 except NoNodeError:
                     pass
         return found
@@ -279,11 +322,13 @@ class OffsetSampler:
 
 
 class TCPProxy(protocol.Factory):
-    """A loopback TCP relay that a test can cut (every connection dropped, new ones refused) and restore."""
+    """A loopback TCP relay that a test can cut (every connection dropped, new ones refused) and restore;
+    ``sent`` counts the bytes its clients sent."""
 
     def __init__(self, target_port: int) -> None:
         self.target_port = target_port
         self.cut_off = False
+        self.sent = 0
         self.connections: set[Any] = set()
         self.port = reactor.listenTCP(0, self, interface="127.0.0.1")
         self.address = f"127.0.0.1:{self.port.getHost().port}"
@@ -342,6 +387,7 @@ class _Inbound(protocol.Protocol):
     def dataReceived(self, data: bytes) -> None:
         if self.proxy.cut_off:
             return
+        self.proxy.sent += len(data)
         if self.outbound is None:
             self.buffer.append(data)
         else:
@@ -351,6 +397,17 @@ class _Inbound(protocol.Protocol):
         self.proxy.connections.discard(self)
         if self.outbound is not None:
             self.outbound.transport.loseConnection()
+
+
+async def run_qdo(*args: str, timeout: float = 60) -> tuple[int, str, str]:
+    """``qdo ARGS`` (status, errors ...) to its end: (exit code, stdout, stderr)."""
+    from twisted.internet import utils
+    environment = dict(os.environ)
+    environment["PYTHONPATH"] = REPO + os.pathsep + environment.get("PYTHONPATH", "")
+    d = utils.getProcessOutputAndValue(sys.executable, ["-m", "qdo", *args], env=environment, path=REPO)
+    d.addTimeout(timeout, reactor)
+    out, err, code = await d
+    return code, out.decode(), err.decode()
 
 
 async def post_spread(client: QueueyClient, queue: str, partitions: int, count: int, tag: str,

@@ -1,0 +1,5 @@
+"""``python -m queuey.cli``: the ``queuey`` command."""
+
+from queuey.cli import main
+
+main()
