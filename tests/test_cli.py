@@ -16,8 +16,7 @@ from twisted.internet import defer
 from twisted.trial.unittest import TestCase
 
 from queuey.cli.running import ExitCode
-from tests.processes import free_port, spawn_command, start_queuey
-from tests.qdo_harness import wait_for
+from tests.processes import free_port, spawn_command, start_queuey, wait_for
 
 BIN = os.path.dirname(sys.executable)
 QUEUEY = os.path.join(BIN, "queuey")
