@@ -261,7 +261,8 @@ class QueueyClient:
         return headers
 
     def _delay(self, attempt: int, retry_after: float | None) -> float:
-        delay = min(self._max_backoff, self._backoff * (2 ** attempt)) * (0.5 + self._random.random())
+        """Exponential back-off with jitter, at most max_backoff, at least a 503's Retry-After (capped too)."""
+        delay = min(self._max_backoff, self._backoff * (2 ** min(attempt, 64)) * (0.5 + self._random.random()))
         if retry_after is not None:
             delay = max(delay, min(retry_after, self._max_backoff))
         return delay

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import atexit
 import os
 import resource
 import socket
@@ -70,6 +71,7 @@ class QueueyService(service.MultiService):
         def failed(failure: Any) -> None:
             log.critical("Could not open the {backend} store: {error}", backend=store.name,
                          error=failure.getErrorMessage())
+            atexit.register(_exit_failed)  # once twistd has shut down: a supervisor sees a failure
             self._reactor.stop()
 
         store.open().addCallbacks(opened, failed)
@@ -81,6 +83,13 @@ class QueueyService(service.MultiService):
         self.core.stop()
         yield super().stopService()
         yield self.core.store.close()
+
+
+def _exit_failed() -> None:
+    """End the process with status 1 (twistd itself always exits 0 after a reactor.stop())."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(1)
 
 
 class ListeningService(service.Service):

@@ -67,7 +67,7 @@ def parse_int(text: Any, low: int, high: int, what: str = "a whole number") -> i
         raise ValueError(f"Must be {what} from {low} to {high}.")
     if isinstance(text, str):
         stripped = text.strip()
-        if not (stripped.isascii() and stripped.lstrip("-").isdigit()) or len(stripped) > 12:
+        if not (stripped.isascii() and stripped.removeprefix("-").isdigit()) or len(stripped) > 12:
             raise ValueError(f"Must be {what} from {low} to {high}, not {text!r}.")
         text = int(stripped)
     if not low <= text <= high:

@@ -91,7 +91,8 @@ cql_ping() {
 # nodetool against node N's JMX, e.g. `nodetool 1 status`.
 nodetool() {
     local n="$1"; shift
-    "$JAVA" -Xmx128m -XX:+UseSerialGC -XX:TieredStopAtLevel=1 \
+    # A node that hangs (paused, or stuck in GC) must not hang the caller too.
+    timeout "${QUEUEY_NODETOOL_TIMEOUT:-60}" "$JAVA" -Xmx128m -XX:+UseSerialGC -XX:TieredStopAtLevel=1 \
         -Djdk.attach.allowAttachSelf=true \
         --add-exports java.rmi/sun.rmi.registry=ALL-UNNAMED \
         --add-exports java.rmi/sun.rmi.server=ALL-UNNAMED \
@@ -305,23 +306,46 @@ wait_for_node() {
     done
 }
 
-# Wait until nodetool on node 1 lists `count` nodes, all UN.
-wait_for_ring() {
-    local count="$1" timeout="${2:-$START_TIMEOUT}" start out un
+# What node M sees of the ring: "IP STATE" lines (UN, DN, UJ, ...), sorted.
+ring_view() {  # m
+    nodetool "$1" status 2>/dev/null | awk '/^[UD][NLJM] / {print $2, $1}' | sort
+}
+
+# What every node should see: the running nodes of the first COUNT Up/Normal, the others Down.
+expected_view() {  # count
+    local k
+    for ((k = 1; k <= $1; k++)); do
+        if node_pid "$k" >/dev/null; then echo "$(node_ip "$k") UN"; else echo "$(node_ip "$k") DN"; fi
+    done | sort
+}
+
+# Wait until every running node of the first COUNT sees the ring as it is: the
+# running nodes Up/Normal, the stopped or killed ones Down. Gossip takes a while
+# to agree (a killed node is marked down only by the failure detector, a restarted
+# one is marked up again by each peer in turn); a strong request that a
+# coordinator sends meanwhile sees a different cluster than the caller assumes.
+wait_for_agreement() {  # count [timeout]
+    local count="$1" timeout="${2:-$START_TIMEOUT}" start m want view agreed
     start=$SECONDS
-    log "waiting for $count nodes Up/Normal in nodetool status ..."
+    log "waiting until every running node sees the same $count-node ring ..."
     while :; do
-        out="$(nodetool 1 status 2>/dev/null || true)"
-        un="$(grep -c '^UN ' <<<"$out" || true)"
-        if [[ "$un" -eq "$count" ]] && [[ "$(grep -cE '^[UD][NLJM] ' <<<"$out" || true)" -eq "$count" ]]; then
-            echo "$out"
+        want="$(expected_view "$count")"
+        agreed=1
+        for ((m = 1; m <= count; m++)); do
+            node_pid "$m" >/dev/null || continue
+            view="$(ring_view "$m")"
+            if [[ "$view" != "$want" ]]; then agreed=0; break; fi
+        done
+        if ((agreed)); then
+            log "ring agreed after $((SECONDS - start))s: $(tr '\n' ' ' <<<"$want")"
             return 0
         fi
         if ((SECONDS - start >= timeout)); then
-            echo "$out" >&2
-            die "cluster not $count x UN after ${timeout}s"
+            echo "expected:" >&2; echo "$want" >&2
+            echo "node $m sees:" >&2; echo "$view" >&2
+            die "the nodes do not agree on the ring after ${timeout}s"
         fi
-        sleep 2
+        sleep 1
     done
 }
 

@@ -69,7 +69,7 @@ for ((n = 1; n <= NODES; n++)); do
     wait_for_node "$n"
 done
 if ((NODES > 1)); then
-    wait_for_ring "$NODES"
+    wait_for_agreement "$NODES"
 fi
 
 if ((started == 0)); then

@@ -27,4 +27,8 @@ if [[ $services == *zookeeper* ]]; then
     export QUEUEY_TEST_ZOOKEEPER=127.0.0.1:$zk_port
 fi
 
+# With every service up, a skipped test that tests/known_skips.txt does not list fails the run.
+if [[ $services == *cassandra* && $services == *zookeeper* ]]; then
+    export QUEUEY_KNOWN_SKIPS="${QUEUEY_KNOWN_SKIPS-$root/tests/known_skips.txt}"
+fi
 "$root/scripts/trial.sh" --temp-directory=var/_trial_temp "${@:-tests}"

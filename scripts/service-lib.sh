@@ -108,7 +108,9 @@ port_in_use() {  # ip port
 # Run node N's command in the background in a session of its own (setsid: a
 # Ctrl-C in the calling shell does not reach it), its output appended to LOG
 # (emptied first). Writes the pid to the node's pid file and to SPAWNED_PID,
-# and adds N to LAUNCHED.
+# and adds N to LAUNCHED. Returns once the child runs the command: until its
+# exec, /proc/PID/cmdline is still this shell's (or empty), and node_pid would
+# take the node for dead ("exited during start-up") on a loaded machine.
 spawn_node() {  # n log command...
     local n="$1" out="$2"
     shift 2
@@ -117,6 +119,13 @@ spawn_node() {  # n log command...
     SPAWNED_PID=$!
     echo "$SPAWNED_PID" >"$(node_pidfile "$n")"
     LAUNCHED+=("$n")
+    local stat
+    while stat="$(cat "/proc/$SPAWNED_PID/stat" 2>/dev/null)"; do
+        stat="${stat##*) }"
+        [[ "${stat:0:1}" == Z ]] && break   # died before its exec: node_pid will say so
+        tr '\0' ' ' <"/proc/$SPAWNED_PID/cmdline" | grep -q "$SERVICE_PROCESS" && break
+        sleep 0.05
+    done
 }
 
 # Send SIGNAL to the given nodes together, wait up to STOP_TIMEOUT for all of

@@ -1,13 +1,18 @@
-"""Real ``twistd queuey`` processes for end-to-end tests, killed when the test ends."""
+"""Real ``twistd queuey`` processes for end-to-end tests, killed when the test ends, and how to
+wait for what they do: nothing here sleeps for time; :func:`wait_for` polls a condition until a
+bounded deadline.
+"""
 
 from __future__ import annotations
 
 import os
 import socket
 import sys
-from typing import Any, TypeVar
+import time
+from typing import Any, Callable, TypeVar
 
-from twisted.internet import defer, protocol, reactor
+import treq
+from twisted.internet import defer, protocol, reactor, task
 from twisted.trial import unittest
 
 TWISTD = [sys.executable, "-c", "from twisted.scripts.twistd import run; run()"]
@@ -23,10 +28,30 @@ def config_in_temp_dir(test: unittest.TestCase, text: str) -> tuple[str, str]:
     return directory, config
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port nothing listens on at ``host`` (an IPv4 or IPv6 address) just now."""
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as s:
+        s.bind((host, 0))
         return s.getsockname()[1]
+
+
+async def wait_for(condition: Callable[[], Any], timeout: float, what: str, interval: float = 0.1) -> Any:
+    """Poll ``condition`` (sync or async) until it returns something true; fail after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    last_error = None
+    while True:
+        try:
+            value = condition()
+            if isinstance(value, defer.Deferred) or hasattr(value, "__await__"):
+                value = await value
+            if value:
+                return value
+        except Exception as e:  # a condition that cannot be evaluated yet
+            last_error = e
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}"
+                                 + (f" (last error: {last_error!r})" if last_error else ""))
+        await task.deferLater(reactor, interval, lambda: None)
 
 
 class TwistdProcess(protocol.ProcessProtocol):
@@ -108,6 +133,39 @@ def children_of(pid: int) -> list[int]:
             if fields is not None and fields[1] == str(pid) and fields[0] != "Z":
                 found.append(int(entry))
     return found
+
+
+def write_config(test: unittest.TestCase, text: str) -> str:
+    """``text`` as queuey.ini in a fresh directory of ``test``; its absolute path."""
+    return config_in_temp_dir(test, text)[1]
+
+
+@defer.inlineCallbacks
+def request(base: str, method: str, path: str, headers: dict[str, str] | None = None, **kwargs: Any) -> Any:
+    """(status, JSON document) of one request on a connection of its own."""
+    response = yield treq.request(method, base + path, headers=headers or {}, persistent=False, **kwargs)
+    document = yield response.json()
+    return response.code, document
+
+
+@defer.inlineCallbacks
+def held_reads(base: str) -> Any:
+    """How many range reads the server at ``base`` holds (``queuey_longpolls_held`` of /metrics)."""
+    response = yield treq.get(base + "/metrics", persistent=False)
+    text = yield response.text()
+    for line in text.splitlines():
+        if line.startswith("queuey_longpolls_held "):
+            return int(float(line.split()[1]))
+    raise AssertionError("no queuey_longpolls_held in /metrics")
+
+
+def wait_for_held(base: str, count: int, timeout: float = 30) -> defer.Deferred[Any]:
+    """Fires once the server at ``base`` holds exactly ``count`` reads (proof that a read waits)."""
+    async def holds() -> bool:
+        return (await held_reads(base)) == count
+    return defer.ensureDeferred(wait_for(holds, timeout, f"{base} to hold {count} read(s)"))
+
+
 class CommandProcess(protocol.ProcessProtocol):
     """A command's stdout and stderr as they come; ``ended`` fires with its exit code (-signal if killed)."""
 

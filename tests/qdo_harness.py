@@ -21,7 +21,7 @@ from qdo.session import Session
 from qdo.zk import ZooKeeper
 from queuey import timeuuid
 from queuey.client import QueueyClient
-from tests.processes import start_queuey
+from tests.processes import start_queuey, wait_for
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BIN = os.path.dirname(sys.executable)
@@ -34,25 +34,6 @@ def ids(n: int) -> list[str]:
     """``n`` message ids in increasing order."""
     generator = timeuuid.TimeUUIDGenerator(lambda: 17_000_000_000_000_000)
     return [generator.next().hex for _ in range(n)]
-
-
-async def wait_for(condition: Callable[[], Any], timeout: float, what: str, interval: float = 0.1) -> Any:
-    """Poll ``condition`` (sync or async) until it returns something true; fail after ``timeout``."""
-    deadline = time.monotonic() + timeout
-    last_error = None
-    while True:
-        try:
-            value = condition()
-            if isinstance(value, (defer.Deferred,)) or hasattr(value, "__await__"):
-                value = await value
-            if value:
-                return value
-        except Exception as e:  # a condition that cannot be evaluated yet
-            last_error = e
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}"
-                                 + (f" (last error: {last_error!r})" if last_error else ""))
-        await task.deferLater(reactor, interval, lambda: None)
 
 
 class LoggedProcess(protocol.ProcessProtocol):

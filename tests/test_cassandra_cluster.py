@@ -15,24 +15,40 @@ Without them these tests skip (also under CI: ``make test`` does not run them).
 from __future__ import annotations
 
 import os
-import time
 import uuid
-from typing import Any
+from typing import Any, Callable
 
 import treq
-from twisted.internet import defer, reactor, task, utils
+from twisted.internet import defer, utils
 from twisted.trial import unittest
 from twisted.trial.unittest import SkipTest
 
 from tests.cassandra_nodes import CONFIG
-from tests.processes import start_queuey
+from tests.processes import start_queuey, wait_for, write_config
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 KEY = "cluster-key"
 
 
-def sleep(seconds: float) -> defer.Deferred[None]:
-    return task.deferLater(reactor, seconds, lambda: None)
+class Tally:
+    """Counts events; ``reach(n)`` fires once ``n`` have happened (progress, not time, paces a test)."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self._waiting: list[tuple[int, defer.Deferred[None]]] = []
+
+    def add(self) -> None:
+        self.count += 1
+        for entry in [w for w in self._waiting if w[0] <= self.count]:
+            self._waiting.remove(entry)
+            entry[1].callback(None)
+
+    def reach(self, count: int) -> defer.Deferred[None]:
+        if self.count >= count:
+            return defer.succeed(None)
+        reached: defer.Deferred[None] = defer.Deferred()
+        self._waiting.append((count, reached))
+        return reached
 
 
 class QueueyOnCassandra(unittest.TestCase):
@@ -43,17 +59,17 @@ class QueueyOnCassandra(unittest.TestCase):
     replication = "SimpleStrategy:1"
     timeout = 600
 
-    def setUp(self) -> None:
+    @defer.inlineCallbacks
+    def setUp(self) -> Any:
         hosts = os.environ.get(self.variable, "").strip()
         if not hosts:
             raise SkipTest(f"set {self.variable} (scripts/run-cluster-tests.sh does)")
-        self.dir = os.path.abspath(self.mktemp())
-        os.makedirs(self.dir)
-        self.config = os.path.join(self.dir, "queuey.ini")
-        with open(self.config, "w") as f:
-            f.write(CONFIG.format(key=KEY, hosts=hosts, keyspace=self.keyspace, replication=self.replication))
+        self.config = write_config(self, CONFIG.format(key=KEY, hosts=hosts, keyspace=self.keyspace,
+                                                       replication=self.replication))
         self.headers = {"Authorization": f"Application {KEY}"}
         self.queue_prefix = "q" + uuid.uuid4().hex[:8]
+        # Whatever an earlier test left behind: every node up, and every node knowing it.
+        yield self.node("start", "all")
 
     @defer.inlineCallbacks
     def start_queuey(self) -> Any:
@@ -62,13 +78,13 @@ class QueueyOnCassandra(unittest.TestCase):
         return process
 
     @defer.inlineCallbacks
-    def node(self, action: str, number: int) -> Any:
-        """scripts/cassandra-node.sh ACTION N (stop, kill, start) on the test cluster."""
+    def node(self, action: str, *nodes: int | str) -> Any:
+        """scripts/cassandra-node.sh ACTION [N] (stop, kill, start, pause, resume, settle) on the test cluster."""
         out, err, code = yield utils.getProcessOutputAndValue(
-            os.path.join(ROOT, "scripts", "cassandra-node.sh"), [action, str(number)], env=dict(os.environ),
+            os.path.join(ROOT, "scripts", "cassandra-node.sh"), [action, *map(str, nodes)], env=dict(os.environ),
             path=ROOT)
         if code != 0:
-            self.fail(f"cassandra-node.sh {action} {number} failed ({code}):\n{err.decode()}")
+            self.fail(f"cassandra-node.sh {action} {' '.join(map(str, nodes))} failed ({code}):\n{err.decode()}")
 
     @defer.inlineCallbacks
     def request(self, method: str, path: str, **kwargs: Any) -> Any:
@@ -97,19 +113,9 @@ class QueueyOnCassandra(unittest.TestCase):
         self.assertEqual(code, 200, document)
         return {m["message_id"] for m in document["messages"]}
 
-    @defer.inlineCallbacks
-    def eventually(self, what: str, check: Any, seconds: float = 90) -> Any:
-        """Retry ``check()`` (a Deferred of a bool) every half second for at most ``seconds``."""
-        deadline = time.monotonic() + seconds
-        while True:
-            try:
-                if (yield check()):
-                    return
-            except Exception:
-                pass
-            if time.monotonic() > deadline:
-                self.fail(f"not within {seconds} s: {what}")
-            yield sleep(0.5)
+    def eventually(self, what: str, check: Callable[[], Any], seconds: float = 90) -> defer.Deferred[Any]:
+        """Poll ``check()`` (a Deferred of a bool) until it is true, for at most ``seconds``."""
+        return defer.ensureDeferred(wait_for(check, seconds, what, interval=0.5))
 
     def assert_unavailable(self, code: int, document: Any, headers: Any) -> None:
         self.assertEqual(code, 503, document)
@@ -222,39 +228,66 @@ class ClusterTests(QueueyOnCassandra):
         queue = self.queue_prefix
         yield self.create(queue, partitions="4")
         acknowledged: set[str] = set()
-        refused = 0
+        attempts, stored = Tally(), Tally()
         stop_writing = False
 
         @defer.inlineCallbacks
         def writer(n: int) -> Any:
-            nonlocal refused
             i = 0
-            while not stop_writing and i < 400:
+            while not stop_writing:
                 try:
                     code, message_id, _, _ = yield self.post(queue, f"w{n}-{i}")
                 except Exception:
                     code, message_id = 0, None
                 if code == 201:
                     acknowledged.add(message_id)
-                else:
-                    refused += 1
+                    stored.add()
+                attempts.add()
                 i += 1
 
         writers = [writer(n) for n in range(4)]
-        yield sleep(2)
-        yield self.node("kill", 2)
-        yield sleep(3)
-        stop_writing = True
-        yield defer.gatherResults(writers)
-        self.assertGreater(len(acknowledged), 20)
+        try:
+            yield stored.reach(40)
+            # Returns once nodes 1 and 3 have marked node 2 down; the writers write meanwhile.
+            yield self.node("kill", 2)
+            during = stored.count
+            yield attempts.reach(attempts.count + 40)
+        finally:
+            stop_writing = True
+            yield defer.gatherResults(writers)
+        self.assertGreater(stored.count, during, "no strong write was acknowledged with node 2 killed")
         yield self.node("start", 2)
         # Read with node 3 down, so every QUORUM read needs the restarted node 2.
         yield self.node("stop", 3)
+
+        @defer.inlineCallbacks
+        def all_there() -> Any:
+            return acknowledged <= (yield self.read_all(queue))
+        yield self.eventually("every acknowledged message is read back", all_there, seconds=60)
+        self.assertTrue(acknowledged <= (yield self.read_all(queue)))
+
+    @defer.inlineCallbacks
+    def test_lightweight_transaction_timeout_answers_503(self) -> Any:
+        """Creating a queue while two of three replicas hang: the lightweight transaction times out
+        (the peers still think them up), the answer is 503, and once they are back a retry of the
+        create answers 201, or 409 when the timed-out one was applied after all."""
+        yield self.start_queuey()
+        name = self.queue_prefix + "lwt"
+        yield self.node("pause", 2)
+        yield self.node("pause", 3)
         try:
-            @defer.inlineCallbacks
-            def all_there() -> Any:
-                return acknowledged <= (yield self.read_all(queue))
-            yield self.eventually("every acknowledged message is read back", all_there, seconds=60)
-            self.assertTrue(acknowledged <= (yield self.read_all(queue)))
+            code, document, headers = yield self.request("POST", "/v1/c", data={"queue_name": name})
         finally:
-            yield self.node("start", 3)
+            yield self.node("resume", 2)
+            yield self.node("resume", 3)
+        self.assert_unavailable(code, document, headers)
+        self.assertRegex(document["error_msg"]["StorageUnavailable"], "Timeout|TimedOut")
+        yield self.node("settle")
+
+        @defer.inlineCallbacks
+        def created() -> Any:
+            code, _, _ = yield self.request("POST", "/v1/c", data={"queue_name": name})
+            return code in (201, 409)
+        yield self.eventually("the create is answered again", created)
+        code, listing, _ = yield self.request("GET", "/v1/c")
+        self.assertIn({"queue_name": name}, listing["queues"])

@@ -7,11 +7,11 @@ its ``host:port``.  Without it these tests skip, except under CI=true.
 from __future__ import annotations
 
 import json
-import time
 import uuid
 from typing import Any
 
 from twisted.internet import defer, reactor, task, threads
+from twisted.logger import LogLevel, formatEvent, globalLogPublisher
 from twisted.trial import unittest
 
 from queuey import timeuuid
@@ -20,22 +20,9 @@ from queuey.errors import StorageUnavailable
 from queuey.interfaces import MessageRange, MessageRef, NewMessage, QueueSettings
 from queuey.responses import status_of
 from queuey.storage import make_store
+from tests.cassandra_support import cassandra_settings, purge, real_ticks, run_cql
 from tests.services import CASSANDRA, require
 from tests.storage_contract import APP, StoreContract
-
-KEYSPACE = "queuey_test"
-
-
-def cassandra_settings(**storage: str) -> Any:
-    """CassandraSettings for the test Cassandra (skips, or fails under CI, without one)."""
-    keys = {"hosts": require(CASSANDRA, "Cassandra"), "keyspace": KEYSPACE, "connect_timeout": "5",
-            "request_timeout": "10", **storage}
-    lines = "".join(f"{key} = {value}\n" for key, value in keys.items())
-    return parse_config(f"[application_keys]\na = k\n[storage]\nbackend = cassandra\n{lines}").storage
-
-
-def real_ticks() -> int:
-    return round(time.time() * timeuuid.TICKS_PER_SECOND)
 
 
 class CassandraStoreMixin:
@@ -43,6 +30,8 @@ class CassandraStoreMixin:
 
     applications = (APP, "elsewhere")
     storage: dict[str, str] = {}
+    short_ttl = 5  # whole seconds: gone 4 s and a bit after the write, at the earliest
+    put_after_delete_refused = False
 
     def make_store(self) -> Any:
         from queuey.storage.cassandra import CassandraStore
@@ -63,15 +52,8 @@ class CassandraStoreMixin:
         self.addCleanup(self.store.close)
         yield self.purge(self.store)
 
-    @defer.inlineCallbacks
-    def purge(self, store: Any) -> Any:
-        for application in self.applications:
-            while True:
-                queues = yield store.list_queues(application, None, 100)
-                if not queues:
-                    break
-                for queue in queues:
-                    yield store.delete_queue(application, queue.queue_name)
+    def purge(self, store: Any) -> defer.Deferred[Any]:
+        return purge(store, self.applications)
 
 
 class CassandraContract(CassandraStoreMixin, StoreContract, unittest.TestCase):
@@ -103,9 +85,7 @@ class CassandraContract(CassandraStoreMixin, StoreContract, unittest.TestCase):
         """An update names the incarnation it read: a queue recreated meanwhile is not overwritten."""
         old = yield self.created("q1")
         yield self.store.delete_queue(APP, "q1")
-        yield task.deferLater(reactor, 0.001, lambda: None)
-        new = yield self.created("q1", partitions=3)
-        self.assertNotEqual(old.created, new.created)
+        yield self.store.create_queue(QueueSettings(APP, "q1", 3, created=old.created + 1))
         result = yield self.store.update_queue(QueueSettings(APP, "q1", 7, created=old.created))
         self.assertIsNone(result)
         kept = yield self.store.get_queue(APP, "q1")
@@ -159,8 +139,26 @@ class SmallBucketTests(CassandraStoreMixin, unittest.TestCase):
         yield self.store.put_messages(self.queue, [
             NewMessage(i, 1, f"m{n}".encode(), "text/plain", 3600) for n, i in enumerate(reversed(self.ids))])
 
-    def test_bucket_width_is_the_keyspaces(self) -> None:
-        self.assertEqual(self.store._bucket_ticks, 60 * timeuuid.TICKS_PER_SECOND)
+    @defer.inlineCallbacks
+    def test_bucket_width_is_the_keyspaces(self) -> Any:
+        """A store configured with another width uses the keyspace's recorded one, says so in a
+        warning, and finds every message by id (a wrong width looks in the wrong bucket)."""
+        from queuey.storage.cassandra import CassandraStore
+        warnings: list[str] = []
+
+        def observe(event: dict) -> None:
+            if event.get("log_level") == LogLevel.warn:
+                warnings.append(formatEvent(event))
+        globalLogPublisher.addObserver(observe)
+        self.addCleanup(globalLogPublisher.removeObserver, observe)
+        other = CassandraStore(cassandra_settings(**{**self.storage, "bucket_seconds": "120"}), reactor)
+        yield other.open()
+        self.addCleanup(other.close)
+        self.assertEqual(other._bucket_ticks, 60 * timeuuid.TICKS_PER_SECOND)
+        self.assertIn("Keyspace queuey_test_b60 was created with bucket_seconds = 60; using it, "
+                      "not the configured 120", warnings)
+        found = yield other.get_messages(self.queue, [MessageRef(1, i) for i in self.ids])
+        self.assertEqual([m.id for m in found], self.ids)
 
     @defer.inlineCallbacks
     def test_messages_span_buckets(self) -> Any:
@@ -348,6 +346,52 @@ class UnavailableTests(unittest.TestCase):
                 yield store.read_messages(queue, 1, MessageRange())
         with self.assertRaises(StorageUnavailable):
             yield store.create_queue(QueueSettings(APP, "lwt", created=real_ticks()))
+
+
+class SchemaTests(unittest.TestCase):
+    """``create_schema = false``: Queuey creates nothing, and runs on a schema made beforehand."""
+
+    timeout = 120
+    keyspace = "queuey_test_no_schema"
+
+    @defer.inlineCallbacks
+    def setUp(self) -> Any:
+        self.settings = cassandra_settings(keyspace=self.keyspace, create_schema="false")
+        yield run_cql(self.settings, [f"DROP KEYSPACE IF EXISTS {self.keyspace}"])
+
+    @defer.inlineCallbacks
+    def open_fails(self, missing: str) -> Any:
+        from queuey.storage.cassandra import CassandraStore
+        store = CassandraStore(self.settings, reactor)
+        error = yield self.assertFailure(store.open(), Exception)
+        self.assertIn(missing, str(error))
+        yield store.close()
+
+    @defer.inlineCallbacks
+    def test_nothing_is_created(self) -> Any:
+        from queuey.storage.cassandra import schema_cql
+        yield self.open_fails(self.keyspace)
+        self.assertEqual((yield run_cql(self.settings, [
+            f"SELECT keyspace_name FROM system_schema.keyspaces WHERE keyspace_name = '{self.keyspace}'"])), [])
+        keyspace_only = schema_cql(self.keyspace, {"class": "SimpleStrategy", "replication_factor": 1})[:1]
+        yield run_cql(self.settings, keyspace_only)
+        yield self.open_fails("settings")  # the first table it prepares a statement for
+        self.assertEqual((yield run_cql(self.settings, [
+            f"SELECT table_name FROM system_schema.tables WHERE keyspace_name = '{self.keyspace}'"])), [])
+
+    @defer.inlineCallbacks
+    def test_runs_on_a_schema_made_beforehand(self) -> Any:
+        """The schema made with schema_cql(), as docs/cassandra.rst says: the store opens and serves."""
+        from queuey.storage.cassandra import CassandraStore, schema_cql
+        yield run_cql(self.settings, schema_cql(self.keyspace, {"class": "SimpleStrategy", "replication_factor": 1}))
+        store = CassandraStore(self.settings, reactor)
+        yield store.open()
+        self.addCleanup(store.close)
+        queue = QueueSettings(APP, "q", created=real_ticks())
+        yield store.create_queue(queue)
+        message = NewMessage(timeuuid.TimeUUIDGenerator(real_ticks).next(), 1, b"x", "text/plain", 60)
+        yield store.put_messages(queue, [message])
+        self.assertEqual([m.id for m in (yield store.read_messages(queue, 1, MessageRange()))], [message.id])
 
 
 class TranslateTests(unittest.TestCase):

@@ -5,7 +5,6 @@ in batches, errors naming lines, ``check-config`` and ``serve`` reporting the sa
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import re
 import signal
@@ -15,11 +14,10 @@ from typing import Any
 import orjson
 import treq
 from twisted.internet import defer
-from twisted.trial.unittest import SkipTest, TestCase
+from twisted.trial.unittest import TestCase
 
 from queuey.cli.running import ExitCode
-from tests.processes import free_port, spawn_command, start_queuey
-from tests.qdo_harness import wait_for
+from tests.processes import free_port, spawn_command, start_queuey, wait_for
 
 BIN = os.path.dirname(sys.executable)
 QUEUEY = os.path.join(BIN, "queuey")
@@ -429,12 +427,7 @@ class ServeTests(CommandCase):
 
 
 class TailTests(ServerCase):
-    """``queuey tail`` on the event stream of issue 12's part 1 (queuey/streams.py): it runs once that is in."""
-
-    def setUp(self) -> defer.Deferred[None]:
-        if importlib.util.find_spec("queuey.streams") is None:
-            raise SkipTest("the server has no event streams yet (issue 12, part 1)")
-        return super().setUp()
+    """``queuey tail`` on the server's event stream (queuey/streams.py)."""
 
     def follow(self, *args: str) -> Any:
         return spawn_command(self, [QUEUEY, "tail", "q", "--partitions", "all", "--json", *args], env=self.env,

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from twisted.internet import reactor
 from twisted.trial import unittest
 
-from queuey.config import ConfigError, load_config, parse_config
+from queuey.config import (CassandraSettings, Config, ConfigError, SQLiteSettings, Synchronous, load_config,
+                           parse_config)
+from queuey.storage import make_store
 
 GOOD = """
 [application_keys]
@@ -96,11 +99,30 @@ class ConfigTests(unittest.TestCase):
 
     def test_sample_configs_load(self) -> None:
         samples = sorted((Path(__file__).parent.parent / "etc").glob("queuey*.ini"))
-        self.assertTrue(samples)
+        self.assertEqual([p.name for p in samples], ["queuey-cassandra.ini", "queuey.ini"])
         for path in samples:
             config = load_config(str(path), environ={})
             self.assertTrue(config.application_keys)
             self.assertEqual(config.warnings, (), path)
+
+    def test_sample_configs_say_what_they_mean(self) -> None:
+        """etc/*.ini spell out every default, as their comments and README.rst say, and build their store."""
+        etc = Path(__file__).parent.parent / "etc"
+        keys = {"queuey": ("f25bfb8fe200475c8a0532a9cbe7651e",), "notifications": ("key-one", "key-two")}
+        for name, storage in [("queuey.ini", SQLiteSettings("var/queuey.sqlite")),
+                              ("queuey-cassandra.ini", CassandraSettings())]:
+            config = load_config(str(etc / name), environ={})
+            self.assertEqual(config, Config(application_keys=keys, storage=storage, source=config.source), name)
+            store = make_store(config, reactor)  # builds (opens nothing)
+            self.assertEqual(store.name, storage.backend)
+
+    def test_defaults_of_a_minimal_file(self) -> None:
+        """Only [application_keys] and a path: every other key takes the default README.rst gives."""
+        config = parse_config("[application_keys]\na = k\n[storage]\npath = q.sqlite\n")
+        self.assertEqual(config.storage, SQLiteSettings("q.sqlite", Synchronous.FULL, 4, 60.0))
+        self.assertEqual((dict(config.delays), config.max_message_bytes, config.max_request_bytes,
+                          config.poll_interval, config.max_delay),
+                         ({"weak": 0.0, "strong": 0.0, "very_strong": 0.0}, 262144, 16777216, 1.0, 604800))
 
 
 class StreamSigningCorsConfigTests(unittest.TestCase):

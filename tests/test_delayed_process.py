@@ -14,7 +14,8 @@ from twisted.internet import defer
 from twisted.trial.unittest import TestCase
 
 from queuey import timeuuid
-from tests.qdo_harness import Queuey, Worker, wait_for
+from tests.qdo_harness import Queuey, Worker
+from tests.processes import wait_for
 from tests.qdo_journal import done_ids, read_journals
 
 DELAY = 5

@@ -6,11 +6,13 @@ import json
 from typing import Any
 
 from twisted.internet import defer
+from twisted.internet.task import Clock
 from twisted.trial import unittest
 
 from queuey import timeuuid
 from queuey.config import Config
 from queuey.metrics import Metrics
+from queuey.storage.sqlite import SQLiteStore
 from queuey.testing import DEFAULT_KEYS, MemoryQueuey
 
 
@@ -132,9 +134,15 @@ class QueueTests(HTTPCase):
         yield self.post(queue="a", **{"X-Partition": "2", "X-TTL": "5"})
         _, listing, _ = yield self.call("GET", "/v1/queuey?include_count=true")
         self.assertEqual(listing["queues"], [{"queue_name": "a", "count": 3}])
+
+    @defer.inlineCallbacks
+    def test_list_count_leaves_out_expired(self) -> Any:
+        yield self.make_queue("a", partitions="2")
+        yield self.post(queue="a", **{"X-Partition": "2"})
+        yield self.post(queue="a", **{"X-Partition": "2", "X-TTL": "5"})
         self.memory.advance(6)
         _, listing, _ = yield self.call("GET", "/v1/queuey?include_count=true")
-        self.assertEqual(listing["queues"][0]["count"], 2)
+        self.assertEqual(listing["queues"][0]["count"], 1)
 
     @defer.inlineCallbacks
     def test_list_bad_parameters(self) -> Any:
@@ -201,12 +209,22 @@ class AccessTests(HTTPCase):
                              ("DELETE", "/v1/queuey/q"), ("POST", "/v1/queuey/q"), ("GET", "/v1/queuey/q")]:
             result = yield self.call(method, path, app="other", body=b"x")
             self.assertError(result, 403, "AccessDenied")
+        # ... and none of it happened.
+        _, listing, _ = yield self.call("GET", "/v1/queuey?details=true&include_count=true")
+        self.assertEqual([(q["queue_name"], q["partitions"], q["type"], q["count"]) for q in listing["queues"]],
+                         [("q", 1, "user", 0)])
 
     @defer.inlineCallbacks
     def test_rotated_keys(self) -> Any:
         for key in DEFAULT_KEYS["other"]:
             code, _, _ = yield self.call("GET", "/v1/other", app=None, headers={"Authorization": f"Application {key}"})
             self.assertEqual(code, 200)
+        # Every key of an application speaks for it: what one key creates, the other sees.
+        first, second = ({"Authorization": f"Application {key}"} for key in DEFAULT_KEYS["other"])
+        code, _, _ = yield self.call("POST", "/v1/other", app=None, headers=first, body={"queue_name": "shared"})
+        self.assertEqual(code, 201)
+        _, listing, _ = yield self.call("GET", "/v1/other", app=None, headers=second)
+        self.assertEqual(listing["queues"], [{"queue_name": "shared"}])
 
     @defer.inlineCallbacks
     def test_unknown_application(self) -> Any:
@@ -402,6 +420,27 @@ class ReadDelayTests(HTTPCase):
         _, body, _ = yield self.call("GET", "/v1/queuey/q?order=descending&limit=1")
         self.assertEqual(body["messages"][0]["message_id"], sent["key"])
 
+    @defer.inlineCallbacks
+    def test_each_level_has_its_own_delay(self) -> Any:
+        """weak 1 s, strong 5 s, very_strong 600 s: a range read returns a message once it is that old;
+        a read by id returns it at once."""
+        delays = self.config.delays
+        sent = {}
+        for level in delays:
+            yield self.make_queue(level, consistency=level)
+            sent[level] = (yield self.post(queue=level))["key"]
+        for level in delays:
+            _, body, _ = yield self.call("GET", f"/v1/queuey/{level}/{sent[level]}")
+            self.assertEqual([m["message_id"] for m in body["messages"]], [sent[level]], level)
+        posted = self.memory.clock.seconds()
+        # (each id is a tick later than the one before: a message is delay + a few ticks old at d + 0.001)
+        for now in sorted({d - 0.1 for d in delays.values()} | {d + 0.001 for d in delays.values()}):
+            self.memory.advance(posted + now - self.memory.clock.seconds())
+            for level, delay in delays.items():
+                _, body, _ = yield self.call("GET", f"/v1/queuey/{level}")
+                visible = [m["message_id"] for m in body["messages"]]
+                self.assertEqual(visible, [sent[level]] if now >= delay else [], f"{level} after {now} s")
+
 
 class ByIdTests(HTTPCase):
     @defer.inlineCallbacks
@@ -428,7 +467,17 @@ class ByIdTests(HTTPCase):
         self.assertEqual([(m["message_id"], m["timestamp"], m["body"], m["content_type"]) for m in body["messages"]],
                          [(self.one["key"], self.one["timestamp"], "changed", "text/x-changed"),
                           (new_id, "1700000000.0000000", "changed", "text/x-changed")])
-        self.memory.advance(101)
+
+    @defer.inlineCallbacks
+    def test_put_ttl_counts_from_now(self) -> Any:
+        self.memory.advance(50)
+        code, _, _ = yield self.call("PUT", f"/v1/queuey/q/{self.one['key']}", body=b"changed",
+                                     headers={"Content-Type": "text/plain", "X-TTL": "100"})
+        self.assertEqual(code, 200)
+        self.memory.advance(99)
+        _, body, _ = yield self.call("GET", f"/v1/queuey/q/{self.one['key']}")
+        self.assertEqual([m["body"] for m in body["messages"]], ["changed"])
+        self.memory.advance(2)
         _, body, _ = yield self.call("GET", f"/v1/queuey/q/{self.one['key']}")
         self.assertEqual(body["messages"], [])
 
@@ -509,6 +558,183 @@ class RoutingAndOperationsTests(HTTPCase):
                      "queuey_messages_posted_total 1.0", "queuey_messages_read_total 1.0",
                      "queuey_longpolls_held 0.0", 'queuey_request_duration_seconds_count{route="queue"} 3.0'):
             self.assertIn(line, text)
+
+
+class DefaultsTests(HTTPCase):
+    """What a request that leaves something out gets (docs/api.rst)."""
+
+    @defer.inlineCallbacks
+    def test_content_type(self) -> Any:
+        """application/octet-stream for a single message sent without one; text/plain in a batch."""
+        yield self.make_queue("q")
+        code, _, _ = yield self.call("POST", "/v1/queuey/q", body=b"raw")
+        self.assertEqual(code, 201)
+        yield self.call("POST", "/v1/queuey/q", json_body={"messages": [{"body": "batched"}]})
+        _, read, _ = yield self.call("GET", "/v1/queuey/q")
+        self.assertEqual([(m["body"], m["content_type"]) for m in read["messages"]],
+                         [("raw", "application/octet-stream"), ("batched", "text/plain")])
+
+    @defer.inlineCallbacks
+    def test_ttl_is_three_days(self) -> Any:
+        yield self.make_queue("q")
+        yield self.post(b"single")
+        yield self.call("POST", "/v1/queuey/q", json_body={"messages": [{"body": "batched"}]})
+        self.memory.advance(259200 - 0.5)
+        _, read, _ = yield self.call("GET", "/v1/queuey/q")
+        self.assertEqual([m["body"] for m in read["messages"]], ["single", "batched"])
+        self.memory.advance(0.5)
+        _, read, _ = yield self.call("GET", "/v1/queuey/q")
+        self.assertEqual(read["messages"], [])
+
+    @defer.inlineCallbacks
+    def test_read_limit_is_100_per_partition(self) -> Any:
+        yield self.make_queue("q", partitions="2")
+        for partition in (1, 2):
+            yield self.call("POST", "/v1/queuey/q", json_body={"messages": [
+                {"body": f"{partition}-{i}", "partition": partition} for i in range(101)]})
+        _, read, _ = yield self.call("GET", "/v1/queuey/q")
+        self.assertEqual([m["body"] for m in read["messages"]], [f"1-{i}" for i in range(100)])
+        _, read, _ = yield self.call("GET", "/v1/queuey/q?partitions=all")
+        self.assertEqual([m["body"] for m in read["messages"]],
+                         [f"{p}-{i}" for p in (1, 2) for i in range(100)])
+
+    @defer.inlineCallbacks
+    def test_list_limit_is_100(self) -> Any:
+        names = [f"q{i:03d}" for i in range(101)]
+        for name in names:
+            yield self.make_queue(name)
+        _, listing, _ = yield self.call("GET", "/v1/queuey")
+        self.assertEqual([q["queue_name"] for q in listing["queues"]], names[:100])
+
+
+class UpperCaseIdTests(HTTPCase):
+    """Ids are accepted in upper case wherever one is given; answers give them in lower case."""
+
+    @defer.inlineCallbacks
+    def setUp(self) -> Any:
+        super().setUp()
+        yield self.make_queue("q", partitions="2")
+        self.first = yield self.post(b"first", **{"X-Partition": "2"})
+        self.second = yield self.post(b"second", **{"X-Partition": "2"})
+        self.upper = self.first["key"].upper()
+
+    @defer.inlineCallbacks
+    def test_by_id(self) -> Any:
+        _, body, _ = yield self.call("GET", f"/v1/queuey/q/2:{self.upper}")
+        self.assertEqual([(m["message_id"], m["body"]) for m in body["messages"]], [(self.first["key"], "first")])
+        code, _, _ = yield self.call("PUT", f"/v1/queuey/q/2:{self.upper}", body=b"changed",
+                                     headers={"Content-Type": "text/plain"})
+        self.assertEqual(code, 200)
+        _, body, _ = yield self.call("GET", f"/v1/queuey/q/2:{self.first['key']}")
+        self.assertEqual([m["body"] for m in body["messages"]], ["changed"])
+        code, _, _ = yield self.call("DELETE", f"/v1/queuey/q/2:{self.upper}")
+        self.assertEqual(code, 200)
+        _, body, _ = yield self.call("GET", "/v1/queuey/q?partitions=2")
+        self.assertEqual([m["body"] for m in body["messages"]], ["second"])
+
+    @defer.inlineCallbacks
+    def test_since_and_after(self) -> Any:
+        _, body, _ = yield self.call("GET", f"/v1/queuey/q?partitions=2&since={self.upper}")
+        self.assertEqual([m["body"] for m in body["messages"]], ["first", "second"])
+        _, body, _ = yield self.call("GET", f"/v1/queuey/q?partitions=2&after={self.upper}")
+        self.assertEqual([m["body"] for m in body["messages"]], ["second"])
+
+
+class AccessRuleTests(HTTPCase):
+    """The order of the access checks, and what a listed principal may and may not do."""
+
+    config = Config(application_keys={**DEFAULT_KEYS, "third": ("third-key",)})
+
+    @defer.inlineCallbacks
+    def test_invalid_key_comes_before_an_unknown_application(self) -> Any:
+        for method, path in [("GET", "/v1/nobody"), ("POST", "/v1/nobody"), ("GET", "/v1/nobody/q"),
+                             ("DELETE", "/v1/nobody/q/" + "a" * 32)]:
+            result = yield self.call(method, path, app=None, headers={"Authorization": "Application wrong"})
+            self.assertError(result, 401, "InvalidApplicationKey")
+
+    @defer.inlineCallbacks
+    def test_listed_principal_reads_but_does_not_post_or_manage(self) -> Any:
+        yield self.make_queue("p", principles="app:other")
+        sent = yield self.post(queue="p")
+        code, body, _ = yield self.call("GET", f"/v1/queuey/p/{sent['key']}", app="other")
+        self.assertEqual((code, [m["body"] for m in body["messages"]]), (200, ["hello"]))
+        for method, path, body in [("POST", "/v1/queuey/p", b"more"), ("PUT", f"/v1/queuey/p/{sent['key']}", b"new"),
+                                   ("PUT", "/v1/queuey/p", {"type": "public"}), ("DELETE", "/v1/queuey/p", None),
+                                   ("GET", "/v1/queuey", None), ("POST", "/v1/queuey", {"queue_name": "mine"})]:
+            result = yield self.call(method, path, app="other", body=body, headers={"Content-Type": "text/plain"}
+                                     if isinstance(body, bytes) else None)
+            self.assertError(result, 403, "AccessDenied")
+        _, listing, _ = yield self.call("GET", "/v1/queuey?details=true")
+        self.assertEqual([(q["queue_name"], q["type"]) for q in listing["queues"]], [("p", "user")])
+        _, body, _ = yield self.call("GET", "/v1/queuey/p", app="other")
+        self.assertEqual([m["body"] for m in body["messages"]], ["hello"])
+
+    @defer.inlineCallbacks
+    def test_third_application_is_refused(self) -> Any:
+        """Neither the owner nor listed: no reading, no deleting, even of a message it names."""
+        yield self.make_queue("p", principles="app:other")
+        sent = yield self.post(queue="p")
+        for method, path in [("GET", "/v1/queuey/p"), ("GET", f"/v1/queuey/p/{sent['key']}"),
+                             ("DELETE", f"/v1/queuey/p/{sent['key']}")]:
+            result = yield self.call(method, path, app="third")
+            self.assertError(result, 403, "AccessDenied")
+        _, body, _ = yield self.call("GET", "/v1/queuey/p", app="other")
+        self.assertEqual([m["message_id"] for m in body["messages"]], [sent["key"]])
+
+
+class PartitionGrowthTests(HTTPCase):
+    @defer.inlineCallbacks
+    def test_grown_partitions_take_and_give_messages(self) -> Any:
+        yield self.make_queue("q", partitions="2")
+        yield self.post(b"one", **{"X-Partition": "1"})
+        result = yield self.call("POST", "/v1/queuey/q", body=b"x", headers={"X-Partition": "4"})
+        self.assertError(result, 400, "partition")
+        code, settings, _ = yield self.call("PUT", "/v1/queuey/q", body={"partitions": "4"})
+        self.assertEqual((code, settings["partitions"]), (200, 4))
+        four = yield self.post(b"four", **{"X-Partition": "4"})
+        code, _, _ = yield self.call("POST", "/v1/queuey/q", json_body={"messages": [{"body": "three", "partition": 3}]})
+        self.assertEqual(code, 201)
+        _, read, _ = yield self.call("GET", "/v1/queuey/q?partitions=4,3")
+        self.assertEqual([(m["body"], m["partition"]) for m in read["messages"]], [("four", 4), ("three", 3)])
+        _, read, _ = yield self.call("GET", "/v1/queuey/q?partitions=all")
+        self.assertEqual([m["body"] for m in read["messages"]], ["one", "three", "four"])
+        _, read, _ = yield self.call("GET", f"/v1/queuey/q/4:{four['key']}")
+        self.assertEqual([m["body"] for m in read["messages"]], ["four"])
+        _, spread, _ = yield self.call("POST", "/v1/queuey/q", json_body={"messages": [{"body": "x"}] * 80})
+        self.assertEqual({m["partition"] for m in spread["messages"]}, {1, 2, 3, 4})
+
+
+class ServerErrorTests(unittest.TestCase):
+    """An error nobody foresaw: a 500 that says only that, logged with its traceback."""
+
+    @defer.inlineCallbacks
+    def test_unexpected_error_is_a_logged_500(self) -> Any:
+        memory = MemoryQueuey(store=_FailingReads(SQLiteStore.in_memory(Clock())))
+        self.addCleanup(memory.close)
+        response = yield memory.treq.post(memory.url("/v1/queuey"), data={"queue_name": "q"}, headers=memory.auth())
+        self.assertEqual(response.code, 201)
+        response = yield memory.treq.get(memory.url("/v1/queuey/q"), headers=memory.auth())
+        body = yield response.content()
+        self.assertEqual((response.code, response.headers.getRawHeaders("content-type")), (500, ["application/json"]))
+        self.assertEqual(json.loads(body), {"status": "error",
+                                            "error_msg": {"ServerError": "Unexpected server error; it was logged."}})
+        self.assertNotIn(b"secret detail", body)
+        self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
+        response = yield memory.treq.get(memory.url("/metrics"))
+        self.assertIn(b'queuey_requests_total{method="GET",route="queue",status="500"} 1.0', (yield response.content()))
+
+
+class _FailingReads:
+    """A store whose range reads fail in a way nobody foresaw."""
+
+    def __init__(self, store: Any) -> None:
+        self._store = store
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._store, name)
+
+    def read_messages(self, *args: Any) -> defer.Deferred[Any]:
+        return defer.fail(RuntimeError("secret detail"))
 
 
 class QueueInfoTests(HTTPCase):

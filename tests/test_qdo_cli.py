@@ -20,7 +20,8 @@ from twisted.trial.unittest import SynchronousTestCase, TestCase
 from qdo.assign import Partition
 from qdo.offsets import TEMPORARY_PREFIX, FileOffsets
 from qdo.zk import ConnectionNotices
-from tests.qdo_harness import BIN, Queuey, Worker, ids, post_spread, spawn, wait_for
+from tests.qdo_harness import BIN, Queuey, Worker, ids, post_spread, spawn
+from tests.processes import wait_for
 from tests.qdo_journal import done_ids, read_journals
 
 

@@ -16,7 +16,8 @@ from twisted.internet import defer, threads
 from twisted.trial.unittest import SkipTest, TestCase
 
 from qdo.offsets import id_key
-from tests.qdo_harness import REPO, Group, OffsetSampler, Queuey, Worker, post_spread, wait_for
+from tests.qdo_harness import REPO, Group, OffsetSampler, Queuey, Worker, post_spread
+from tests.processes import wait_for
 from tests.qdo_journal import done_ids, order_violations, overlaps, read_journals
 
 ENSEMBLE = "QUEUEY_TEST_ZOOKEEPER_ENSEMBLE"

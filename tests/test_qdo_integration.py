@@ -20,8 +20,9 @@ from qdo.assign import Partition, minimal_moves
 from qdo.offsets import id_key
 from queuey.client import Forbidden, QueueyClient
 from tests.services import ZOOKEEPER, require
+from tests.processes import wait_for
 from tests.qdo_harness import (APP, PRINCIPAL, PRINCIPAL_KEY, Group, OffsetSampler, Queuey, TCPProxy, Worker,
-                               post_spread, wait_for)
+                               post_spread)
 from tests.qdo_journal import done_ids, order_violations, overlaps, read_journals
 
 

@@ -17,8 +17,8 @@ from twisted.internet import defer, threads
 from twisted.trial.unittest import TestCase
 
 from qdo.worker import ERROR_TTL
-from tests.processes import free_port
-from tests.qdo_harness import Group, Queuey, Worker, post_spread, run_qdo, wait_for
+from tests.processes import free_port, wait_for
+from tests.qdo_harness import Group, Queuey, Worker, post_spread, run_qdo
 from tests.qdo_journal import done_ids, read_journals
 from tests.services import ZOOKEEPER, require
 

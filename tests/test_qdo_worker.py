@@ -220,10 +220,12 @@ class RunnerTests(SynchronousTestCase):
     def test_in_order_and_committed(self) -> None:
         posted = self.settle(self.client.post_messages("jobs", [{"body": f"m{i}", "partition": 1} for i in range(5)]))
 
+        contexts: list[dict] = []
+
         @qw.reactor_job
         def job(message: qw.Message, context: dict) -> None:
-            context.setdefault("n", 0)
-            context["n"] += 1
+            context["n"] = context.get("n", 0) + 1
+            contexts.append(context)
             self.seen.append(message["body"])
 
         runner = self.runner(job)
@@ -235,6 +237,8 @@ class RunnerTests(SynchronousTestCase):
         self.settle(self.client.post_messages("jobs", [{"body": "late", "partition": 1}]))
         self.settle()
         self.assertEqual(self.seen[-1], "late")
+        # One context for every job of the worker (dict_context), kept from one message to the next.
+        self.assertEqual((len(contexts), len({id(c) for c in contexts}), contexts[0]), (6, 1, {"n": 6}))
         self.assertEqual(self.successResultOf(runner.stop()), "stopped")
 
     def test_closed_gate_starts_nothing(self) -> None:

@@ -24,7 +24,8 @@ from qdo.layout import SECTIONS
 from qdo.offsets import Fenced, id_key
 from qdo.zk import ZooKeeper
 from tests.services import ZOOKEEPER, require
-from tests.qdo_harness import ids, wait_for
+from tests.qdo_harness import ids
+from tests.processes import wait_for
 
 CONF = """
 [qdo-worker]

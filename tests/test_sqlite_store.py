@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sqlite3
 from typing import Any
 
@@ -124,9 +125,41 @@ class FromConfigTests(unittest.TestCase):
     def config(self, storage: str) -> Any:
         return parse_config(f"[application_keys]\na = k\n[storage]\nbackend = sqlite\n{storage}")
 
-    def test_builds_threaded_store(self) -> None:
-        store = make_store(self.config("path = x.sqlite\n"), reactor)
+    @defer.inlineCallbacks
+    def test_builds_threaded_store(self) -> Any:
+        """The store of the configuration: its file (folder created), its readers, FULL by default."""
+        path = os.path.join(self.mktemp(), "sub", "q.sqlite")
+        store = make_store(self.config(f"path = {path}\nreaders = 3\n"), reactor)
         self.assertIsInstance(store, SQLiteStore)
+        yield store.open()
+        self.addCleanup(store.close)
+        self.assertTrue(os.path.exists(path))
+        self.assertEqual(store._runner._readers.max, 3)
+        self.assertEqual((yield self.synchronous(store)), ("FULL", "FULL"))
+
+    @defer.inlineCallbacks
+    def test_synchronous_levels(self) -> Any:
+        """[storage] synchronous (any case) is what the writer and the readers run with."""
+        for configured, level in (("normal", "NORMAL"), ("FULL", "FULL"), ("Extra", "EXTRA")):
+            path = self.mktemp() + ".sqlite"
+            store = make_store(self.config(f"path = {path}\nsynchronous = {configured}\n"), reactor)
+            yield store.open()
+            try:
+                self.assertEqual((yield self.synchronous(store)), (level, level), configured)
+            finally:
+                yield store.close()
+
+    @staticmethod
+    @defer.inlineCallbacks
+    def synchronous(store: SQLiteStore) -> Any:
+        """(writer's, a reader's) PRAGMA synchronous, by name."""
+        names = {0: "OFF", 1: "NORMAL", 2: "FULL", 3: "EXTRA"}
+
+        def level(conn: sqlite3.Connection) -> str:
+            return names[conn.execute("PRAGMA synchronous").fetchone()[0]]
+        writer = yield store._runner.write(level)
+        reader = yield store._runner.read(level)
+        return writer, reader
 
     def test_settings_are_typed_at_load(self) -> None:
         settings = self.config("path = x.sqlite\nsynchronous = normal\nreaders = 2\nexpiry_interval = 5\n").storage

@@ -101,3 +101,17 @@ class TimeUUIDProperties(unittest.TestCase):
         for text in ("", ".", "-1", "1.2.3", "1e9", " 1", "１２", "1.", "99999999999999999999"):
             with self.assertRaises(ValueError, msg=text):
                 timeuuid.parse_timestamp(text)
+
+    @given(st.integers(0, 10 ** 11), st.one_of(st.none(), st.text(alphabet="0123456789", max_size=12)))
+    def test_parse_timestamp_reads_decimal_seconds(self, whole: int, fraction: str | None) -> None:
+        """Valid text too (st.text above almost never is): whole seconds, and up to 100 ns of fraction."""
+        text = str(whole) if fraction is None else f"{whole}.{fraction}"
+        expected = whole * timeuuid.TICKS_PER_SECOND + int((fraction or "0")[:7].ljust(7, "0"))
+        if fraction == "":
+            with self.assertRaises(ValueError):
+                timeuuid.parse_timestamp(text)  # "1." is not a number
+        elif expected > timeuuid.MAX_TICKS:
+            with self.assertRaises(ValueError):
+                timeuuid.parse_timestamp(text)
+        else:
+            self.assertEqual(timeuuid.parse_timestamp(text), expected)
