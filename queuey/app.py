@@ -293,7 +293,7 @@ class QueueyApp:
                            query: ReadQuery) -> EventStream:
         positions = decoding.stream_cursor(request.getHeader(b"last-event-id"))
         settings, query = await self.core.followable(_principal(request), application, queue, query)
-        return EventStream(request, Follower(self.core, settings, query, positions), self.stream_settings,
+        return EventStream(request, Follower(self.core.reader, settings, query, positions), self.stream_settings,
                            self.metrics, self.core.clock)
 
     @app.route("/v1/<application>/<queue>/<ids>", methods=["GET"])

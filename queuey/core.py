@@ -1,4 +1,4 @@
-"""What Queuey does, without HTTP: access rules, queues, messages, long-poll.
+"""What Queuey does, without HTTP: access rules, queues, messages (reading them: queuey.reading).
 
 It takes checked, typed inputs (:mod:`queuey.validation`) and answers with
 plain dicts; :mod:`queuey.app` decodes requests into those inputs and the
@@ -10,23 +10,20 @@ from __future__ import annotations
 import hmac
 import random as random_module
 import uuid
-from dataclasses import replace
 from typing import Any, Mapping, Sequence
 
-from twisted.internet import defer, task
 from twisted.internet.interfaces import IReactorTime
 
 from queuey import timeuuid, validation
 from queuey.config import Config
 from queuey.errors import (AccessDenied, BodyTooLarge, InvalidApplicationKey, InvalidParameters,
                            MissingApplicationKey, NotFound, QueueMissing)
-from queuey.interfaces import IMessageStore, Message, MessageRange, MessageRef, NewMessage, QueueSettings
+from queuey.interfaces import IMessageStore, Message, MessageRef, NewMessage, QueueSettings
 from queuey.longpoll import LongPollHub
 from queuey.metrics import Metrics
-from queuey.pages import Page, cut_page
 from queuey.queuecache import QueueCache
+from queuey.reading import Reader, gather
 from queuey.rendering import message_document, render
-from queuey.sharing import SharedCalls
 from queuey.signing import UrlSigner
 from queuey.validation import (ListQuery, MessageInput, PostedMessages, QueueParameters, ReadQuery,
                                SigningRequest)
@@ -61,20 +58,6 @@ def message_json(message: Message) -> Result:
     return message_document(message.id, message.partition, message.body, message.content_type)
 
 
-def _after(wanted: MessageRange, position: uuid.UUID) -> MessageRange:
-    """``wanted`` starting strictly after ``position``, unless its own lower bound is later."""
-    if wanted.lower is not None and timeuuid.sort_key(wanted.lower) > timeuuid.sort_key(position):
-        return wanted
-    return replace(wanted, lower=position, lower_inclusive=False)
-
-
-def gather(deferreds: Sequence[defer.Deferred[Any]]) -> defer.Deferred[list[Any]]:
-    """All results in order, or the first failure itself (not wrapped in FirstError),
-    so that a cancellation stays a CancelledError."""
-    return defer.gatherResults(list(deferreds), consumeErrors=True).addErrback(
-        lambda failure: failure.value.subFailure if failure.check(defer.FirstError) else failure)
-
-
 class Queuey:
     """The message store's rules over an IMessageStore."""
 
@@ -89,13 +72,13 @@ class Queuey:
         self.hub = LongPollHub(clock, store, config.poll_interval)
         self.metrics.watch_held(lambda: self.hub.held)
         self.queues = QueueCache(clock, config.queue_cache_seconds)
-        self._shared_reads: SharedCalls[Page] = SharedCalls(clock)
         #: Called with (application, queue_name) when this process changed or deleted a queue,
         #: so that sibling workers forget it too (see queuey.workers).
         self.on_queue_changed: Any = None
         self.visibility = VisibilityTimer(clock, self.hub.notify)
         self._ids = timeuuid.TimeUUIDGenerator(self._now_ticks)
         self._later_ids = timeuuid.LaterIds()
+        self.reader = Reader(config, store, self.hub, clock, self._ids, self.metrics)
         self._random = rng or random_module.Random()
 
     def _now_ticks(self) -> int:
@@ -324,64 +307,6 @@ class Queuey:
         if visible:
             self.hub.notify(queue.application, queue.queue_name, visible)
 
-    def _range(self, queue: QueueSettings, query: ReadQuery, max_bytes: int) -> MessageRange:
-        """The ids a read may see: from its cursor up to now (less the read delay), never later."""
-        lower, inclusive = None, True
-        if query.since_id is not None:
-            lower = query.since_id
-        elif query.since_ticks is not None:
-            lower = timeuuid.lowest_uuid_at(query.since_ticks)
-        if query.after_id is not None and (
-                lower is None or timeuuid.sort_key(query.after_id) >= timeuuid.sort_key(lower)):
-            lower, inclusive = query.after_id, False
-        delay = self.config.delays.get(queue.consistency, 0.0)
-        upper_ticks = self._ids.now_ticks()
-        if delay:
-            upper_ticks = self._now_ticks() - round(delay * timeuuid.TICKS_PER_SECOND)
-        return MessageRange(lower, inclusive, timeuuid.highest_uuid_at(upper_ticks), query.limit,
-                            query.descending, max_bytes)
-
-    async def _read_once(self, queue: QueueSettings, query: ReadQuery,
-                         positions: Mapping[int, uuid.UUID] | None = None, budget: int | None = None) -> Page:
-        """One read of every partition asked, each within its share of the budget; a partition
-        with a position in ``positions`` is read strictly after it (a stream's cursor)."""
-        budget = budget or self.config.max_response_bytes
-        share = max(budget // len(query.partitions), self.config.max_message_bytes)
-        wanted = self._range(queue, query, share)
-        if not positions:  # one store call for every partition
-            groups = await self.store.read_rendered(queue, query.partitions, wanted)
-        else:
-            groups = [group for (group,) in await gather([
-                self.store.read_rendered(queue, (p,), _after(wanted, positions[p]) if p in positions else wanted)
-                for p in query.partitions])]
-        return cut_page(query.partitions, groups, query.limit, share, budget)
-
-    def _read_shared(self, queue: QueueSettings, query: ReadQuery,
-                     positions: Mapping[int, uuid.UUID] | None = None, budget: int | None = None) -> defer.Deferred[Page]:
-        """The read of a woken long-poll or stream, shared by every woken read that asks for the same page.
-
-        The key holds the hub's generation, which each wake-up moves on: a read
-        joins only reads started after what woke it, so it never misses that.
-        """
-        key = (queue.application, queue.queue_name, queue.created, query.partitions, query.since_ticks,
-               query.since_id, query.after_id, query.limit, query.descending,
-               tuple(sorted((positions or {}).items())), budget, self.hub.generation)
-        return self._shared_reads.call(key, lambda: defer.ensureDeferred(
-            self._read_once(queue, query, positions, budget)))
-
-    async def read_after(self, queue: QueueSettings, query: ReadQuery, positions: Mapping[int, uuid.UUID],
-                         budget: int, woken: bool = False) -> Page:
-        """What a stream reads next: ``query``'s partitions after their ``positions`` (or from the
-        query's own bound), within ``budget`` body bytes, up to now less the read delay.  ``woken``
-        (a wake-up just ended its wait): shared with the streams at the same place."""
-        read = self._read_shared if woken and not self._read_delay(queue) else self._read_once
-        page = await read(queue, query, positions, budget)
-        self.metrics.messages_read.inc(len(page.messages))
-        return page
-
-    def _read_delay(self, queue: QueueSettings) -> float:
-        return self.config.delays.get(queue.consistency, 0.0)
-
     async def followable(self, principal: str | None, application: str, queue_name: str,
                          query: ReadQuery) -> tuple[QueueSettings, ReadQuery]:
         """The queue and query of a stream, checked like a range read's (a stream reads forward)."""
@@ -395,37 +320,11 @@ class Queuey:
             raise InvalidParameters(errors)
         return queue, query.for_partitions(queue.partitions)
 
-    async def wait_for_messages(self, queue: QueueSettings, partitions: tuple[int, ...], looked_at: int,
-                                timeout: float, seen_generation: int | None = None) -> bool:
-        """True once a message may have arrived on ``partitions`` since ``looked_at`` (ticks; the
-        hub's generation then: ``seen_generation``) and is old enough for the queue's read delay;
-        False when ``timeout`` passes first."""
-        deadline = self.clock.seconds() + timeout
-        arrived = await self.hub.wait(queue, partitions, looked_at, timeout, seen_generation)
-        delay = self._read_delay(queue)
-        if arrived and delay:  # the new message becomes readable only after the read delay
-            await task.deferLater(self.clock, min(delay, max(deadline - self.clock.seconds(), 0)))
-        return arrived
-
     async def read_messages(self, principal: str | None, application: str, queue_name: str,
                             query: ReadQuery) -> Result:
         """A range read, held up to ``query.wait`` seconds while nothing matches."""
         queue = await self._consumable_queue(principal, application, queue_name, reading=True)
-        query = query.for_partitions(queue.partitions)
-        deadline = self.clock.seconds() + query.wait
-        looked_at, seen = self._now_ticks(), self.hub.generation
-        page = await self._read_once(queue, query)
-        while not page.messages:
-            remaining = deadline - self.clock.seconds()
-            if remaining <= 0:
-                break
-            if not await self.wait_for_messages(queue, query.partitions, looked_at, remaining, seen):
-                page = await self._read_once(queue, query)  # time is up: one last look
-                break
-            looked_at, seen = self._now_ticks(), self.hub.generation
-            page = await (self._read_once(queue, query) if self._read_delay(queue)
-                          else self._read_shared(queue, query))
-        self.metrics.messages_read.inc(len(page.messages))
+        page = await self.reader.held(queue, query.for_partitions(queue.partitions))
         result: Result = {"status": "ok", "messages": page.encoded()}
         if page.truncated:
             result["truncated"] = True

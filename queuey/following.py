@@ -18,6 +18,7 @@ from twisted.internet import defer
 from queuey import timeuuid
 from queuey.errors import InvalidParameters
 from queuey.interfaces import Message, QueueSettings
+from queuey.reading import Reader
 from queuey.rendering import parse_rendered
 from queuey.validation import MAX_PARTITIONS, ReadQuery, parse_int, parse_message_id
 
@@ -61,9 +62,9 @@ class Follower:
     """One stream's reading of a queue: each :meth:`read` gives the messages after the cursor
     (in time order across partitions) and moves the cursor past them."""
 
-    def __init__(self, core: Any, queue: QueueSettings, query: ReadQuery,
+    def __init__(self, reader: Reader, queue: QueueSettings, query: ReadQuery,
                  positions: dict[int, uuid.UUID] | None = None) -> None:
-        self._core = core
+        self._reader = reader
         self.queue = queue
         self.query = query
         self.positions = dict(positions or {})
@@ -79,10 +80,10 @@ class Follower:
         """The next messages (their bodies within ``budget`` bytes, one at least), and whether
         more may be there already.  A read right after a wake-up shares its store read with the
         other streams woken at the same place."""
-        self._looked_at = round(self._core.clock.seconds() * timeuuid.TICKS_PER_SECOND)
-        self._seen_generation = self._core.hub.generation
+        self._looked_at = round(self._reader.clock.seconds() * timeuuid.TICKS_PER_SECOND)
+        self._seen_generation = self._reader.hub.generation
         woken, self._woken = self._woken, False
-        page = await self._core.read_after(self.queue, self.query, self.positions, budget, woken)
+        page = await self._reader.after(self.queue, self.query, self.positions, budget, woken)
         groups: dict[int, list[tuple[Message, bytes]]] = {}
         for _, json in page.messages:  # (body size, rendered JSON)
             message = parse_rendered(json)
@@ -100,7 +101,7 @@ class Follower:
         def woke(arrived: bool) -> bool:
             self._woken = arrived
             return arrived
-        return defer.ensureDeferred(self._core.wait_for_messages(self.queue, self.query.partitions,
+        return defer.ensureDeferred(self._reader.wait(self.queue, self.query.partitions,
                                                                  self._looked_at, timeout,
                                                                  self._seen_generation)).addCallback(woke)
 

@@ -10,7 +10,7 @@ the reads that waited since before it.
 Any long-lived reader (a held read, a stream) waits with ``wait()`` and is
 woken by ``notify()``.  ``generation`` moves on before every wake-up: reads
 made after a wake-up may share one storage read (see
-``Queuey._read_after_wake``), reads made before it may not, so none misses
+``Reader.shared`` in :mod:`queuey.reading`), reads made before it may not, so none misses
 what woke it.
 """
 
@@ -60,7 +60,7 @@ class LongPollHub:
         self._poll.clock = clock
         self.held = 0
         #: Moves on before every wake-up: reads started since may share their page
-        #: (see Queuey._read_after_wake); reads started before may not.
+        #: (see Reader.shared); reads started before may not.
         self.generation = 0
         #: The generation of each partition's last wake-up by a post, and the generation
         #: before which the hub forgot them (bounded: RECENT_WAKEUPS).

@@ -71,7 +71,7 @@ class FollowerTests(unittest.TestCase):
     def follower(self, queue: str = "q", positions: dict[int, uuid.UUID] | None = None, **query: Any) -> Any:
         settings, checked = yield defer.ensureDeferred(self.core.followable(
             "queuey", "queuey", queue, ReadQuery(all_partitions=True, **query)))
-        return Follower(self.core, settings, checked, positions)
+        return Follower(self.core.reader, settings, checked, positions)
 
     @defer.inlineCallbacks
     def read(self, follower: Follower, budget: int = 1 << 20) -> Any:

@@ -733,7 +733,7 @@ class _FailingReads:
     def __getattr__(self, name: str) -> Any:
         return getattr(self._store, name)
 
-    def read_messages(self, *args: Any) -> defer.Deferred[Any]:
+    def read_rendered(self, *args: Any) -> defer.Deferred[Any]:  # what a range read calls
         return defer.fail(RuntimeError("secret detail"))
 
 
