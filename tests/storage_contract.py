@@ -72,7 +72,7 @@ class StoreContract:
         calls = [("check", ()), ("create_queue", (queue,)), ("get_queue", (APP, "iface")),
                  ("update_queue", (queue,)), ("list_queues", (APP, None, 10)), ("count_messages", (queue,)),
                  ("put_messages", (queue, [self.message()])), ("read_messages", (queue, 1, MessageRange())),
-                 ("get_messages", (queue, [])), ("delete_messages", (queue, [])),
+                 ("read_rendered", (queue, (1,), MessageRange())), ("get_messages", (queue, [])), ("delete_messages", (queue, [])),
                  ("newest_message_ids", (queue, [1])), ("delete_queue", (APP, "iface"))]
         self.assertEqual({name for name, _ in calls} | {"open", "close"},
                          {name for name in IMessageStore.names() if callable(IMessageStore[name])})
