@@ -54,8 +54,14 @@ async def wait_for(condition: Callable[[], Any], timeout: float, what: str, inte
         await task.deferLater(reactor, interval, lambda: None)
 
 
+#: What twistd logs once Queuey's site listens (Twisted's "<factory> starting on <address>"): the
+#: whole of it, since other lines may say "starting on" too (a store meeting another process).
+LISTENING = b"QueueySite starting on "
+
+
 class TwistdProcess(protocol.ProcessProtocol):
-    """Collects a twistd's output; fires ``listening`` on its 'starting on' line and ``ended`` at exit."""
+    """Collects a twistd's output; fires ``listening`` on its site's 'QueueySite starting on' line and
+    ``ended`` at exit."""
 
     base = ""
     port = 0
@@ -67,7 +73,7 @@ class TwistdProcess(protocol.ProcessProtocol):
 
     def childDataReceived(self, fd: int, data: bytes) -> None:
         self.output += data
-        if not self.listening.called and b"starting on" in self.output:
+        if not self.listening.called and LISTENING in self.output:
             self.listening.callback(None)
 
     def processEnded(self, reason: Any) -> None:

@@ -216,8 +216,8 @@ class CassandraStore:
                 yield self.close()
                 if attempt == START_ATTEMPTS or not self._raced(e):
                     raise translate(e) from None
-                log.warn("Opening keyspace {keyspace} met another process starting on it ({error}); trying "
-                         "again ({attempt} of {attempts})", keyspace=self.settings.keyspace,
+                log.warn("Opening keyspace {keyspace} met another process opening it at the same time "
+                         "({error}); trying again ({attempt} of {attempts})", keyspace=self.settings.keyspace,
                          error=str(e)[:200], attempt=attempt + 1, attempts=START_ATTEMPTS)
                 yield task.deferLater(self._reactor, float(attempt), lambda: None)
         # The bucket width is the keyspace's, fixed by the first store that opened it.
