@@ -22,7 +22,8 @@ from queuey.interfaces import IMessageStore, Message, MessageRef, NewMessage, Qu
 from queuey.longpoll import LongPollHub
 from queuey.metrics import Metrics
 from queuey.queuecache import QueueCache
-from queuey.reading import Reader, gather
+from queuey.reading import Reader
+from queuey.storage.directory import gather
 from queuey.rendering import message_document, render
 from queuey.signing import UrlSigner
 from queuey.validation import (ListQuery, MessageInput, PostedMessages, QueueParameters, ReadQuery,

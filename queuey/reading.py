@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import replace
-from typing import Any, Mapping, Sequence
+from typing import Mapping
 
 from twisted.internet import defer, task
 from twisted.internet.interfaces import IReactorTime
@@ -21,14 +21,8 @@ from queuey.longpoll import LongPollHub
 from queuey.metrics import Metrics
 from queuey.pages import Page, cut_page
 from queuey.sharing import SharedCalls
+from queuey.storage.directory import gather
 from queuey.validation import ReadQuery
-
-
-def gather(deferreds: Sequence[defer.Deferred[Any]]) -> defer.Deferred[list[Any]]:
-    """All results in order, or the first failure itself (not wrapped in FirstError),
-    so that a cancellation stays a CancelledError."""
-    return defer.gatherResults(list(deferreds), consumeErrors=True).addErrback(
-        lambda failure: failure.value.subFailure if failure.check(defer.FirstError) else failure)
 
 
 def _after(wanted: MessageRange, position: uuid.UUID) -> MessageRange:

@@ -125,6 +125,7 @@ async def merged_page(read_all: FirstRound[T], read: Callable[[ShardRead], Await
 
 
 def gather(deferreds: Sequence[defer.Deferred[T]]) -> defer.Deferred[list[T]]:
-    """All results in order, or the first failure itself (not wrapped in FirstError)."""
+    """All results in order, or the first failure itself (not wrapped in FirstError, so that a
+    cancellation stays a CancelledError)."""
     return defer.gatherResults(list(deferreds), consumeErrors=True).addErrback(
         lambda failure: failure.value.subFailure if failure.check(defer.FirstError) else failure)
