@@ -31,7 +31,8 @@ from queuey.connections import ConnectionCap
 from queuey.core import Queuey, Result
 from queuey.errors import QueueyError, StorageUnavailable
 from queuey.following import Follower
-from queuey.responses import WRITE_SIZE, ResponseWriter, json_pieces, render_error, render_json, status_of
+from queuey.responses import JSON, WRITE_SIZE, ResponseWriter, json_pieces, render_error, render_json, status_of
+from queuey.sending import WholeResponses
 from queuey.streams import EventStream, Streams, StreamSettings, wants_events
 from queuey.validation import ReadQuery
 
@@ -162,6 +163,9 @@ class QueueyApp:
             request.finish()
             return
         self._count(request, admission, started, answer.status if isinstance(answer, Reply) else admission.spec.status)
+        if request.answered_early:
+            request.finish()
+            return
         if isinstance(answer, EventStream):
             await self.streams.serve(answer)  # it finishes the request itself
             return
@@ -287,7 +291,24 @@ class QueueyApp:
         query = decoding.read_query(request.uri)
         if wants_events(request.method, request.getHeader(b"accept")):
             return self._open_stream(request, application, queue, query)
-        return self.core.read_messages(_principal(request), application, queue, query)
+        return self.core.read_messages(_principal(request), application, queue, query, self._answer_early, request)
+
+    @staticmethod
+    def _answer_early(result: Result, requests: list[QueueyRequest]) -> None:
+        """The answer of held reads a wake-up ended, written at once (``respond`` finishes them).
+
+        They share their page: its body is encoded once, and the requests with equal
+        heads share one whole response, each sent in one piece.  Long answers are left to
+        ``respond``, which writes them no faster than they are read.
+        """
+        pieces, length = json_pieces(result, "messages")
+        if length > WRITE_SIZE:
+            return
+        responses = WholeResponses(b"".join(pieces), JSON)
+        for request in requests:
+            if not request.finished:
+                request.write_whole(responses)
+                request.answered_early = True
 
     async def _open_stream(self, request: QueueyRequest, application: str, queue: str,
                            query: ReadQuery) -> EventStream:

@@ -37,6 +37,7 @@ from queuey.budget import ByteBudget
 from queuey.connections import ConnectionCap, Verdict
 from queuey.errors import BodyTooLarge, QueueyError
 from queuey.metrics import Metrics
+from queuey.sending import WholeResponses, send_now
 from queuey.responses import (HeaderFieldsTooLarge, MalformedRequest, RequestTimeout, ServerBusy,
                               URITooLong, raw_error_response, status_of)
 
@@ -114,6 +115,8 @@ class QueueyRequest(server.Request):
     :class:`RequestBody`.  Query strings and forms are left to the routes to decode."""
 
     admission: Admission | None = None
+    #: Its whole answer was written before its route returned (a held read, see QueueyApp).
+    answered_early = False
 
     def __init__(self, channel: Any, queued: Any = None) -> None:
         super().__init__(channel, queued)
@@ -124,6 +127,22 @@ class QueueyRequest(server.Request):
 
     def body(self) -> bytes:
         return self.content.read() if self.content is not None else b""
+
+    def write_whole(self, responses: WholeResponses) -> None:
+        """Write the whole response, head and body, in one piece (made by ``responses``).
+
+        What Twisted's first ``write`` does, for the one case Queuey's answers take (no
+        chunks, cookies or validators), sent with :func:`queuey.sending.send_now`.
+        """
+        if self.startedWriting or self.finished or self._disconnected or self.method == b"HEAD":
+            self.setHeader(b"Content-Type", responses.content_type)
+            self.setHeader(b"Content-Length", b"%d" % len(responses.body))
+            self.write(responses.body)
+            return
+        self.startedWriting = 1
+        self.sentLength = len(responses.body)
+        send_now(self.channel.transport, responses.whole(self.clientproto, self.code, self.code_message,
+                                                         self.responseHeaders.getAllRawHeaders()))
 
     def requestReceived(self, command: bytes, path: bytes, version: bytes) -> None:
         """Like Twisted's, without parsing the query string or a form body into ``args``."""

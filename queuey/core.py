@@ -10,7 +10,8 @@ from __future__ import annotations
 import hmac
 import random as random_module
 import uuid
-from typing import Any, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Callable, Mapping, Sequence
 
 from twisted.internet.interfaces import IReactorTime
 
@@ -21,6 +22,7 @@ from queuey.errors import (AccessDenied, BodyTooLarge, InvalidApplicationKey, In
 from queuey.interfaces import IMessageStore, Message, MessageRef, NewMessage, QueueSettings
 from queuey.longpoll import LongPollHub
 from queuey.metrics import Metrics
+from queuey.pages import Page
 from queuey.queuecache import QueueCache
 from queuey.reading import Reader
 from queuey.storage.directory import gather
@@ -59,6 +61,29 @@ def message_json(message: Message) -> Result:
     return message_document(message.id, message.partition, message.body, message.content_type)
 
 
+#: Answers the reads with these tokens with this result (see Queuey.read_messages).
+Answer = Callable[[Result, list[Any]], None]
+
+
+@dataclass(frozen=True)
+class _AnswerPage:
+    """A page, as a read's result, to an ``Answer`` (equal for equal answers: one call per group)."""
+
+    answer: Answer
+
+    def __call__(self, page: Page, tokens: list[Any]) -> None:
+        self.answer(page_result(page), tokens)
+
+
+def page_result(page: Page) -> Result:
+    """A read's answer: the page's messages, and where to go on when it was cut."""
+    result: Result = {"status": "ok", "messages": page.encoded()}
+    if page.truncated:
+        result["truncated"] = True
+        result["resume"] = {str(p): after for p, after in page.resume.items()}
+    return result
+
+
 class Queuey:
     """The message store's rules over an IMessageStore."""
 
@@ -71,7 +96,7 @@ class Queuey:
         self.signer = UrlSigner(config.signing_secrets)
         self.metrics = metrics or Metrics()
         self.hub = LongPollHub(clock, store, config.poll_interval)
-        self.metrics.watch_held(lambda: self.hub.held)
+        self.metrics.watch_held(lambda: self.reads_held)
         self.queues = QueueCache(clock, config.queue_cache_seconds)
         #: Called with (application, queue_name) when this process changed or deleted a queue,
         #: so that sibling workers forget it too (see queuey.workers).
@@ -321,16 +346,22 @@ class Queuey:
             raise InvalidParameters(errors)
         return queue, query.for_partitions(queue.partitions)
 
+    @property
+    def reads_held(self) -> int:
+        """Range reads and streams waiting for messages."""
+        return self.hub.held + self.reader.held_reads.held
+
     async def read_messages(self, principal: str | None, application: str, queue_name: str,
-                            query: ReadQuery) -> Result:
-        """A range read, held up to ``query.wait`` seconds while nothing matches."""
+                            query: ReadQuery, answer: Answer | None = None, token: Any = None) -> Result:
+        """A range read, held up to ``query.wait`` seconds while nothing matches.
+
+        When a wake-up ends the wait, ``answer`` gets the result first, with ``token`` among
+        the tokens of the reads the same wake-up ended with the same ``answer`` (see
+        :mod:`queuey.holding`), before this returns it.
+        """
         queue = await self._consumable_queue(principal, application, queue_name, reading=True)
-        page = await self.reader.held(queue, query.for_partitions(queue.partitions))
-        result: Result = {"status": "ok", "messages": page.encoded()}
-        if page.truncated:
-            result["truncated"] = True
-            result["resume"] = {str(p): after for p, after in page.resume.items()}
-        return result
+        deliver = None if answer is None else _AnswerPage(answer)
+        return page_result(await self.reader.held(queue, query.for_partitions(queue.partitions), deliver, token))
 
     async def get_messages(self, principal: str | None, application: str, queue_name: str,
                            refs: Sequence[MessageRef]) -> Result:

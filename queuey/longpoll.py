@@ -34,11 +34,12 @@ RECENT_WAKEUPS = 65536
 
 
 class _Waiter:
-    __slots__ = ("queue", "partitions", "since_ticks", "deferred", "timeout")
+    __slots__ = ("queue", "partitions", "since_ticks", "deferred", "timeout", "counted")
 
     def __init__(self, queue: QueueSettings, partitions: tuple[int, ...], since_ticks: int,
-                 on_cancel: Callable[["_Waiter"], None]) -> None:
+                 on_cancel: Callable[["_Waiter"], None], counted: bool = True) -> None:
         self.queue = queue
+        self.counted = counted
         self.partitions = partitions
         self.since_ticks = since_ticks
         self.deferred: defer.Deferred[bool] = defer.Deferred(lambda _: on_cancel(self))
@@ -71,22 +72,26 @@ class LongPollHub:
         self.on_local_post: Callable[[str, str, Iterable[int]], None] | None = None
 
     def wait(self, queue: QueueSettings, partitions: tuple[int, ...], since_ticks: int,
-             timeout: float, since_generation: int | None = None) -> defer.Deferred[bool]:
+             timeout: float | None, since_generation: int | None = None,
+             counted: bool = True) -> defer.Deferred[bool]:
         """Fire with True when a message may have arrived on ``partitions``, False at timeout.
 
         ``since_ticks`` is when the caller last looked: messages from then on wake it.
         ``since_generation`` is :attr:`generation` when it looked: a post to these partitions
         woken since then (while the caller was reading, before it waited) fires at once,
         rather than at the next store poll.
-        Cancelling the Deferred (the client went away) forgets the waiter.
+        Cancelling the Deferred (the client went away) forgets the waiter.  With no
+        ``timeout`` it waits until woken or cancelled.  A waiter not ``counted`` is not one
+        held read of :attr:`held` (a group of them, counted by its owner).
         """
         if since_generation is not None and self._posted_since(queue, partitions, since_generation):
             return defer.succeed(True)
-        waiter = _Waiter(queue, partitions, since_ticks, self._forget)
-        waiter.timeout = self._clock.callLater(timeout, self._fire, waiter, False)
+        waiter = _Waiter(queue, partitions, since_ticks, self._forget, counted)
+        if timeout is not None:
+            waiter.timeout = self._clock.callLater(timeout, self._fire, waiter, False)
         for key in waiter.keys():
             self._waiters.setdefault(key, set()).add(waiter)
-        self.held += 1
+        self.held += counted
         if not self._poll.running and self._poll_interval:
             self._poll.start(self._poll_interval, now=False).addErrback(
                 lambda f: log.failure("Long-poll store check stopped", f))
@@ -125,7 +130,7 @@ class LongPollHub:
                 waiting.discard(waiter)
                 if not waiting:
                     del self._waiters[key]
-        self.held -= 1
+        self.held -= waiter.counted
         if not self._waiters and self._poll.running:
             self._poll.stop()
 

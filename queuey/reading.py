@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import replace
-from typing import Mapping
+from typing import Any, Mapping
 
 from twisted.internet import defer, task
 from twisted.internet.interfaces import IReactorTime
 
 from queuey import timeuuid
 from queuey.config import Config
+from queuey.holding import Deliver, HeldReads
 from queuey.interfaces import IMessageStore, MessageRange, QueueSettings
 from queuey.longpoll import LongPollHub
 from queuey.metrics import Metrics
@@ -44,6 +45,7 @@ class Reader:
         self.metrics = metrics
         self._ids = ids
         self._shared: SharedCalls[Page] = SharedCalls(clock)
+        self.held_reads = HeldReads(hub, clock, lambda queue, query: defer.ensureDeferred(self.once(queue, query)))
 
     def now_ticks(self) -> int:
         return round(self.clock.seconds() * timeuuid.TICKS_PER_SECOND)
@@ -118,19 +120,36 @@ class Reader:
             await task.deferLater(self.clock, min(delay, max(deadline - self.clock.seconds(), 0)))
         return arrived
 
-    async def held(self, queue: QueueSettings, query: ReadQuery) -> Page:
-        """A range read held up to ``query.wait`` seconds while it finds nothing."""
+    async def held(self, queue: QueueSettings, query: ReadQuery, deliver: Deliver | None = None,
+                   token: Any = None) -> Page:
+        """A range read held up to ``query.wait`` seconds while it finds nothing.
+
+        ``deliver`` gets the page first (with ``token``) when a wake-up ends the wait (see
+        :mod:`queuey.holding`): the caller may answer there, before this returns.
+        """
         deadline = self.clock.seconds() + query.wait
         looked_at, seen = self.now_ticks(), self.hub.generation
         page = await self.once(queue, query)
-        while not page.messages:
-            remaining = deadline - self.clock.seconds()
-            if remaining <= 0:
-                break
-            if not await self.wait(queue, query.partitions, looked_at, remaining, seen):
-                page = await self.once(queue, query)  # time is up: one last look
-                break
-            looked_at, seen = self.now_ticks(), self.hub.generation
-            page = await (self.once(queue, query) if self.delay(queue) else self.shared(queue, query))
+        if not page.messages and deadline > self.clock.seconds():
+            page = await (self._held_with_delay(queue, query, deadline, looked_at, seen) if self.delay(queue) else
+                          self._held_in_group(queue, query, deadline, looked_at, seen, deliver, token))
         self.metrics.messages_read.inc(len(page.messages))
         return page
+
+    async def _held_in_group(self, queue: QueueSettings, query: ReadQuery, deadline: float, looked_at: int,
+                             seen: int, deliver: Deliver | None, token: Any) -> Page:
+        found = await self.held_reads.hold(queue, query, looked_at, seen, deadline - self.clock.seconds(),
+                                           deliver, token)
+        return found if found is not None else await self.once(queue, query)  # time is up: one last look
+
+    async def _held_with_delay(self, queue: QueueSettings, query: ReadQuery, deadline: float, looked_at: int,
+                               seen: int) -> Page:
+        """A queue with a read delay: each read waits for its own wake-up plus the delay."""
+        while True:
+            remaining = deadline - self.clock.seconds()
+            if remaining <= 0 or not await self.wait(queue, query.partitions, looked_at, remaining, seen):
+                return await self.once(queue, query)  # time is up: one last look
+            looked_at, seen = self.now_ticks(), self.hub.generation
+            page = await self.once(queue, query)
+            if page.messages:
+                return page

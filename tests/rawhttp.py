@@ -21,18 +21,28 @@ class Answer:
 
 def parse_answer(data: bytes) -> Answer | None:
     """The first whole response in ``data`` (Content-Length framed), or None if it is not all there."""
-    head, separator, rest = data.partition(b"\r\n\r\n")
-    if not separator:
-        return None
-    lines = head.split(b"\r\n")
-    headers = {}
-    for line in lines[1:]:
-        name, _, value = line.partition(b":")
-        headers[name.strip().lower()] = value.strip()
-    length = int(headers.get(b"content-length", b"0"))
-    if len(rest) < length:
-        return None
-    return Answer(int(lines[0].split()[1]), headers, rest[:length])
+    answers = parse_answers(data, 1)
+    return answers[0] if answers else None
+
+
+def parse_answers(data: bytes, count: int) -> list[Answer]:
+    """Up to ``count`` whole responses from the start of ``data``, one after the other."""
+    answers: list[Answer] = []
+    while len(answers) < count:
+        head, separator, rest = data.partition(b"\r\n\r\n")
+        if not separator:
+            break
+        lines = head.split(b"\r\n")
+        headers = {}
+        for line in lines[1:]:
+            name, _, value = line.partition(b":")
+            headers[name.strip().lower()] = value.strip()
+        length = int(headers.get(b"content-length", b"0"))
+        if len(rest) < length:
+            break
+        answers.append(Answer(int(lines[0].split()[1]), headers, rest[:length]))
+        data = rest[length:]
+    return answers
 
 
 class RawConnection(protocol.Protocol):
@@ -42,6 +52,7 @@ class RawConnection(protocol.Protocol):
         self.received = b""
         self.closed: defer.Deferred[None] = defer.Deferred()
         self._waiting: list[defer.Deferred[Answer | None]] = []
+        self._counting: list[tuple[int, defer.Deferred[list[Answer]]]] = []
 
     def dataReceived(self, data: bytes) -> None:
         self.received += data
@@ -50,11 +61,30 @@ class RawConnection(protocol.Protocol):
             waiting, self._waiting = self._waiting, []
             for d in waiting:
                 d.callback(parsed)
+        counting, self._counting = self._counting, []
+        for count, d in counting:
+            self._count(count, d)
+
+    def answers(self, count: int) -> defer.Deferred[list[Answer]]:
+        """The first ``count`` responses (fewer if the connection closed first)."""
+        d: defer.Deferred[list[Answer]] = defer.Deferred()
+        self._count(count, d)
+        return d
+
+    def _count(self, count: int, d: defer.Deferred[list[Answer]]) -> None:
+        answers = parse_answers(self.received, count)
+        if len(answers) == count or self.closed.called:
+            d.callback(answers)
+        else:
+            self._counting.append((count, d))
 
     def connectionLost(self, reason: Any = None) -> None:
         waiting, self._waiting = self._waiting, []
         for d in waiting:
             d.callback(parse_answer(self.received))
+        counting, self._counting = self._counting, []
+        for count, counted in counting:
+            counted.callback(parse_answers(self.received, count))
         if not self.closed.called:
             self.closed.callback(None)
 

@@ -19,6 +19,7 @@ import treq
 from twisted.internet import defer
 from twisted.web.client import ResponseNeverReceived
 
+from tests import rawhttp
 from tests.processes import held_reads, request, start_queuey, wait_for_held
 
 APPLICATION, KEY = "e2e", "e2e-key"
@@ -102,6 +103,32 @@ class ServerScenarios:
         code, document = yield answer
         self.assert_woken(sent)
         self.assertEqual((code, [m["body"] for m in document["messages"]]), (200, ["wake"]))
+
+    @defer.inlineCallbacks
+    def test_reads_one_post_wakes_are_answered_alike_and_their_connections_go_on(self) -> Any:
+        """Held reads answered together (sent straight to their sockets) answer as a plain read
+        does, and each connection then answers the request pipelined behind its held read."""
+        server = yield self.start_server()
+        queue = yield self.new_queue(server)
+        port = int(server.base.rsplit(":", 1)[1])
+        key = self.headers["Authorization"]
+        connections = yield defer.gatherResults([rawhttp.connect(port) for _ in range(3)])
+        for connection in connections:
+            connection.send(f"GET {queue}?wait={WAIT} HTTP/1.1\r\nHost: x\r\nAuthorization: {key}\r\n\r\n"
+                            f"GET /__lbheartbeat__ HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+        yield wait_for_held(server.base, 3)
+        code, _ = yield self.call(server, "POST", queue, **self.text(b"wake"))
+        self.assertEqual(code, 201)
+        plain = yield rawhttp.exchange(port, f"GET {queue} HTTP/1.1\r\nHost: x\r\nAuthorization: {key}\r\n\r\n"
+                                             .encode())
+        for connection in connections:
+            held, heartbeat = yield connection.answers(2)
+            connection.close()
+            self.assertEqual((held.status, held.body), (200, plain.body))
+            self.assertEqual(sorted(held.headers), sorted(plain.headers))
+            self.assertEqual(held.headers[b"content-length"], b"%d" % len(held.body))
+            self.assertEqual((heartbeat.status, heartbeat.json()), (200, {"status": "ok"}))
+        self.assertEqual([m["body"] for m in plain.json()["messages"]], ["wake"])
 
     @defer.inlineCallbacks
     def test_held_read_woken_through_another_process(self) -> Any:

@@ -128,7 +128,7 @@ class FollowerTests(unittest.TestCase):
         waiting = follower.wait(10)
         waiting.cancel()
         self.failureResultOf(waiting, defer.CancelledError)
-        self.assertEqual(self.core.hub.held, 0)
+        self.assertEqual(self.core.reads_held, 0)
 
     @defer.inlineCallbacks
     def test_the_read_delay_and_delayed_messages(self) -> Any:

@@ -148,13 +148,13 @@ class LongPollTests(LongPollCase):
     def test_woken_at_once_by_a_post(self) -> Any:
         held = self.get("wait=30&partitions=1")
         self.assertNoResult(held)
-        self.assertEqual(self.memory.core.hub.held, 1)
+        self.assertEqual(self.memory.core.reads_held, 1)
         yield self.post(b"other partition", 2)
         self.assertNoResult(held)
         yield self.post(b"hello", 1)
         self.memory.treq.flush()
         self.assertEqual((yield self.bodies(held)), ["hello"])
-        self.assertEqual(self.memory.core.hub.held, 0)
+        self.assertEqual(self.memory.core.reads_held, 0)
 
     @defer.inlineCallbacks
     def test_times_out_empty(self) -> Any:
@@ -163,7 +163,7 @@ class LongPollTests(LongPollCase):
         self.assertNoResult(held)
         self.memory.advance(0.2)
         self.assertEqual((yield self.bodies(held)), [])
-        self.assertEqual(self.memory.core.hub.held, 0)
+        self.assertEqual(self.memory.core.reads_held, 0)
 
     @defer.inlineCallbacks
     def test_after_cursor_waits_for_newer(self) -> Any:
@@ -208,10 +208,10 @@ class LongPollTests(LongPollCase):
     def test_cancelled_read_forgets_its_waiter(self) -> Any:
         core = self.memory.core
         pending = defer.ensureDeferred(core.read_messages("queuey", "queuey", "q", ReadQuery(wait=30)))
-        self.assertEqual(core.hub.held, 1)
+        self.assertEqual(core.reads_held, 1)
         pending.cancel()
         self.failureResultOf(pending, defer.CancelledError)
-        self.assertEqual(core.hub.held, 0)
+        self.assertEqual(core.reads_held, 0)
         yield self.post(b"after", 1)  # waking nobody is fine
 
     @defer.inlineCallbacks
@@ -283,7 +283,7 @@ class SharedWakeTests(unittest.TestCase):
         same = [self.get("wait=30") for _ in range(5)]
         other = self.get("wait=30&limit=7")
         self.memory.advance(0)
-        self.assertEqual(self.memory.core.hub.held, 6)
+        self.assertEqual(self.memory.core.reads_held, 6)
         before = self.memory.store.calls["read_rendered"]
         posted = self.memory.treq.post(self.memory.url("/v1/queuey/q"), data=b"hello",
                                        headers={**self.memory.auth(), "Content-Type": "text/plain"})
