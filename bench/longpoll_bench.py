@@ -4,6 +4,7 @@
     .venv/bin/python bench/longpoll_bench.py                 # 3 rounds, a few minutes
     .venv/bin/python bench/longpoll_bench.py --workers 2     # the same on twistd queuey --workers 2
     .venv/bin/python bench/longpoll_bench.py --quick         # 1,000 held reads, one round
+    .venv/bin/python bench/longpoll_bench.py --no-ceilings   # Queuey alone (and --baseline's)
 
 Two scenarios, each on a ``twistd queuey`` of its own (SQLite, temporary):
 
@@ -15,6 +16,23 @@ Two scenarios, each on a ``twistd queuey`` of its own (SQLite, temporary):
     ``--reads`` held reads spread over ``--queues`` (1,000) queues, ten per
     queue; then ``--posts`` (20) posts, one at a time, each to another queue;
     each post's latencies are those of the reads held on its queue.
+
+Each scenario of each round also runs, right after Queuey's, on two ceilings
+(``--no-ceilings`` leaves them out), both ``bench/fanout_ceiling.tac``: a bare
+twisted.web server, no Queuey code, that holds every read and answers those of
+a post's queue with one canned message, shaped like Queuey's answer:
+
+``twisted.web``
+    each held read answered the twisted.web way (headers, ``write``,
+    ``finish``): what any Twisted server pays per woken read;
+``socket``
+    the response built once and ``send()`` straight to each read's socket:
+    about what the machine can do.
+
+The ceilings are one process whatever ``--workers`` says, and get the same
+requests as Queuey (queue creation included).  The summary gives each side's
+p99 over queuey's, the median of the rounds' ratios, so the figures read as
+ratios: x0.5 is half queuey's time, above 1 that side is slower than queuey.
 
 The client is one Python process with an epoll loop over raw sockets: an
 answer is time-stamped when the loop first sees its socket readable (all the
@@ -41,7 +59,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import http_bench  # noqa: E402  (bench/ is not a package: the shared server and request helpers)
@@ -50,6 +68,15 @@ from http_bench import Server, fail, request  # noqa: E402
 KEY = "lp-key"
 AUTH = {"Authorization": f"Application {KEY}"}
 ANSWER_TIMEOUT = 60.0
+CEILING_TAC = Path(__file__).resolve().parent / "fanout_ceiling.tac"
+
+
+class Side(NamedTuple):
+    """What a scenario runs on: Queuey (this checkout's, or --baseline's) or a ceiling (fanout_ceiling.tac)."""
+
+    name: str
+    env: dict[str, str]
+    ceiling: bool = False
 
 
 def percentile(values: list[float], p: float) -> float:
@@ -166,7 +193,7 @@ def one_queue(port: int, reads: int, workers: int) -> list[float]:
 
 def many_queues(port: int, reads: int, queues: int, posts: int, workers: int) -> list[float]:
     names = [f"q{n:05d}" for n in range(queues)]
-    create_queues(port, names)
+    create_queues(port, names)  # on a ceiling too: its first posts would be cold otherwise (~6 ms more)
     held = hold(port, [names[n % queues] for n in range(reads)], workers)
     latencies: list[float] = []
     try:
@@ -177,15 +204,18 @@ def many_queues(port: int, reads: int, queues: int, posts: int, workers: int) ->
     return latencies
 
 
-def run_scenario(scenario: Any, side: str, env: dict[str, str], config: Path, workdir: Path,
-                 args: argparse.Namespace) -> list[float]:
+def run_scenario(scenario: Any, side: Side, config: Path, workdir: Path, args: argparse.Namespace) -> list[float]:
     """One scenario on a fresh server (and database) of ``side``."""
-    workers = ["--workers", str(args.workers)] if args.workers > 1 else []
-    server = Server(side, ["queuey", "--config", str(config), *workers,
-                           "--port", "tcp:{port}:interface=127.0.0.1:backlog=4096"], workdir, args.server_cpu, env)
+    if side.ceiling:  # one process (it answers the queue-creating posts 201 and forgets them)
+        argv, workers = ["-y", str(CEILING_TAC)], 1
+    else:
+        argv = ["queuey", "--config", str(config), *(["--workers", str(args.workers)] if args.workers > 1 else []),
+                "--port", "tcp:{port}:interface=127.0.0.1:backlog=4096"]
+        workers = args.workers
+    server = Server(side.name, argv, workdir, args.server_cpu, side.env)
     server.start()
     try:
-        return scenario(server.port)
+        return scenario(server.port, workers)
     finally:
         server.stop()
         for path in workdir.glob("longpoll.sqlite*"):
@@ -204,6 +234,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--baseline", metavar="CHECKOUT",
                         help="also run each scenario on Queuey from this checkout (e.g. an export of main), "
                              "right after this one's, in every round")
+    parser.add_argument("--ceilings", action=argparse.BooleanOptionalAction, default=True,
+                        help="also run each scenario on fanout_ceiling.tac (sides twisted.web and socket), "
+                             "right after queuey, in every round")
     args = parser.parse_args(argv)
     if args.quick:
         args.reads, args.queues, args.posts, args.rounds = 1000, 100, 5, 1
@@ -215,8 +248,11 @@ def main(argv: list[str] | None = None) -> int:
     print(f"Queuey long-poll fan-out, {time.strftime('%Y-%m-%d %H:%M:%S %Z')}; load average "
           f"{' '.join(open('/proc/loadavg').read().split()[:3])}; {args.reads:,} held reads, "
           f"--workers {args.workers}, server {'on CPU %d' % args.server_cpu if args.server_cpu is not None else 'unpinned'}")
-    sides = [("queuey", {})] + ([("baseline", {"PYTHONPATH": str(Path(args.baseline).resolve())})]
-                                if args.baseline else [])
+    sides = [Side("queuey", {})]
+    if args.ceilings:
+        sides += [Side("twisted.web", {"CEILING_MODE": "web"}, True), Side("socket", {"CEILING_MODE": "socket"}, True)]
+    if args.baseline:
+        sides.append(Side("baseline", {"PYTHONPATH": str(Path(args.baseline).resolve())}))
     results: dict[tuple[str, str], list[list[float]]] = {}
     with tempfile.TemporaryDirectory(prefix="queuey-longpoll-") as directory:
         workdir = Path(directory)
@@ -225,28 +261,34 @@ def main(argv: list[str] | None = None) -> int:
                                 f"max_connections = {args.reads + 2000}\n")
         for round_ in range(1, args.rounds + 1):
             for name, scenario in (
-                    ("one queue", lambda port: one_queue(port, args.reads, args.workers)),
-                    (f"{args.queues:,} queues", lambda port: many_queues(port, args.reads, args.queues, args.posts,
-                                                                        args.workers))):
-                for side, env in sides:
-                    latencies = run_scenario(scenario, side, env, config, workdir, args)
-                    results.setdefault((name, side), []).append(latencies)
-                    print(f"round {round_}/{args.rounds}  {name:<12}  {side:<8}  {len(latencies):6d} answers  "
+                    ("one queue", lambda port, workers: one_queue(port, args.reads, workers)),
+                    (f"{args.queues:,} queues", lambda port, workers: many_queues(port, args.reads, args.queues,
+                                                                                 args.posts, workers))):
+                for side in sides:
+                    latencies = run_scenario(scenario, side, config, workdir, args)
+                    results.setdefault((name, side.name), []).append(latencies)
+                    print(f"round {round_}/{args.rounds}  {name:<12}  {side.name:<11}  {len(latencies):6d} answers  "
                           f"p50 {percentile(latencies, 0.5):8.1f} ms  p99 {percentile(latencies, 0.99):8.1f} ms  "
                           f"max {max(latencies):8.1f} ms", flush=True)
-    print(f"\nscenario      side      answers/round  p50 ms  p99 ms  max ms   (medians over {args.rounds} round(s); "
+    print(f"\nscenario      side         answers/round  p50 ms  p99 ms  max ms   (medians over {args.rounds} round(s); "
           f"--workers {args.workers})")
     for (name, side), rounds in results.items():
-        print(f"{name:<12}  {side:<8}  {statistics.median(len(r) for r in rounds):13.0f}  "
+        print(f"{name:<12}  {side:<11}  {statistics.median(len(r) for r in rounds):13.0f}  "
               f"{statistics.median(percentile(r, 0.5) for r in rounds):6.1f}  "
               f"{statistics.median(percentile(r, 0.99) for r in rounds):6.1f}  "
               f"{statistics.median(max(r) for r in rounds):6.1f}")
-    if args.baseline:
-        print("\np99 baseline/queuey, the median of each round's ratio (above 1: queuey reaches its reads sooner)")
+    others = [side.name for side in sides[1:]]
+    if others:
+        print("\np99 of each side / p99 of queuey, the median of the rounds' ratios (below 1: that side reaches its "
+              "held reads sooner; x0.5 = in half queuey's time)")
+        print("scenario    " + "".join(f"  {other + '/queuey':>18}" for other in others))
         for name in dict.fromkeys(name for name, _ in results):
-            ratios = [percentile(b, 0.99) / percentile(q, 0.99)
-                      for q, b in zip(results[(name, "queuey")], results[(name, "baseline")])]
-            print(f"{name:<12}  x{statistics.median(ratios):.2f}")
+            cells = []
+            for other in others:
+                ratios = [percentile(o, 0.99) / percentile(q, 0.99)
+                          for q, o in zip(results[(name, "queuey")], results[(name, other)])]
+                cells.append(f"  {'x%.2f' % statistics.median(ratios):>18}")
+            print(f"{name:<12}" + "".join(cells))
     return 0
 
 
