@@ -15,6 +15,7 @@ from zope.interface.verify import verifyObject
 from queuey import timeuuid
 from queuey.errors import NotFound, QueueExists, StorageUnavailable
 from queuey.interfaces import IMessageStore, MessageRange, MessageRef, NewMessage, QueueSettings
+from queuey.rendering import parse_rendered
 
 APP = "contract"
 
@@ -253,6 +254,26 @@ class StoreContract:
         yield self.store.put_messages(queue, [message])
         [read] = yield self.store.get_messages(queue, [MessageRef(1, message.id)])
         self.assertEqual(read.body, body)
+
+    @defer.inlineCallbacks
+    def test_rendered_pages_keep_every_message_whole_in_order_within_budget(self) -> Any:
+        """Bodies that look like the JSON around them come back whole, in order, cut by the budget."""
+        queue = yield self.created()
+        bodies = [b',{"message_id":"' + b"0" * 32 + b'"}', b'"},{"', b"\xff\xfe\x00 not utf-8", b"x" * 50,
+                  b"plain", b'{"message_id":"nested"}']
+        messages = [self.message(body=body) for body in bodies]
+        yield self.store.put_messages(queue, messages)
+        for descending in (False, True):
+            expected = [(m.id, m.body) for m in (reversed(messages) if descending else messages)]
+            for max_bytes, kept in ((None, len(bodies)), (1, 1), (sum(map(len, bodies)), len(bodies)),
+                                    (len(bodies[0]) + 1, 2)):
+                if descending and max_bytes == len(bodies[0]) + 1:
+                    max_bytes = len(bodies[-1]) + 1
+                wanted = MessageRange(descending=descending, max_bytes=max_bytes)
+                (rows,) = yield self.store.read_rendered(queue, (1,), wanted)
+                self.assertEqual([(m.id, m.body) for m in map(parse_rendered, (row[1] for row in rows))],
+                                 expected[:kept], (descending, max_bytes))
+                self.assertEqual([row[0] for row in rows], [len(body) for _, body in expected[:kept]])
 
     @defer.inlineCallbacks
     def test_expired_messages_never_returned(self) -> Any:
