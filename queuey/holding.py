@@ -15,7 +15,6 @@ from the generation it read at, so a post made meanwhile wakes it at once.
 
 from __future__ import annotations
 
-import enum
 from typing import Any, Callable, Hashable
 
 from twisted.internet import defer
@@ -38,11 +37,6 @@ ReadPage = Callable[[QueueSettings, ReadQuery], "defer.Deferred[Page]"]
 RESUME_BATCH = 256
 
 
-class GroupState(enum.Enum):
-    WAITING = "waiting"  # on the hub
-    READING = "reading"  # a wake-up's storage read is in flight
-
-
 class _Member:
     __slots__ = ("deferred", "deliver", "token", "timeout")
 
@@ -55,15 +49,15 @@ class _Member:
 
 
 class _Group:
-    __slots__ = ("key", "queue", "query", "members", "state", "waiting")
+    __slots__ = ("key", "queue", "query", "members", "waiting")
 
     def __init__(self, key: Hashable, queue: QueueSettings, query: ReadQuery) -> None:
         self.key = key
         self.queue = queue
         self.query = query
         self.members: dict[defer.Deferred[Page | None], _Member] = {}
-        self.state = GroupState.WAITING
-        self.waiting: defer.Deferred[bool] | None = None  # the hub's, while WAITING
+        #: The hub's wait while the group waits; None while its storage read is in flight.
+        self.waiting: defer.Deferred[bool] | None = None
 
 
 def group_key(queue: QueueSettings, query: ReadQuery) -> Hashable:
@@ -107,7 +101,6 @@ class HeldReads:
         return member.deferred
 
     def _wait(self, group: _Group, looked_at: int, seen_generation: int) -> None:
-        group.state = GroupState.WAITING
         waiting = group.waiting = self._hub.wait(group.queue, group.query.partitions, looked_at, None,
                                                  seen_generation, counted=False)
         waiting.addCallbacks(self._woken, lambda f: f.trap(defer.CancelledError) and None, (group,))
@@ -117,7 +110,6 @@ class HeldReads:
         if not arrived:  # the hub stops: every member answers with what it has
             self._dissolve(group, None)
             return
-        group.state = GroupState.READING
         looked_at, generation = self._now_ticks(), self._hub.generation
         reading = self._read(group.queue, group.query)
         reading.addCallbacks(self._read_done, self._read_failed, (group, looked_at, generation), None, (group,))
