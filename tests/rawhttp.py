@@ -51,55 +51,41 @@ class RawConnection(protocol.Protocol):
     def __init__(self) -> None:
         self.received = b""
         self.closed: defer.Deferred[None] = defer.Deferred()
-        self._waiting: list[defer.Deferred[Answer | None]] = []
-        self._counting: list[tuple[int, defer.Deferred[list[Answer]]]] = []
+        self._waiting: list[tuple[int, defer.Deferred[list[Answer]]]] = []
 
     def dataReceived(self, data: bytes) -> None:
         self.received += data
-        parsed = parse_answer(self.received)
-        if parsed is not None:
-            waiting, self._waiting = self._waiting, []
-            for d in waiting:
-                d.callback(parsed)
-        counting, self._counting = self._counting, []
-        for count, d in counting:
-            self._count(count, d)
-
-    def answers(self, count: int) -> defer.Deferred[list[Answer]]:
-        """The first ``count`` responses (fewer if the connection closed first)."""
-        d: defer.Deferred[list[Answer]] = defer.Deferred()
-        self._count(count, d)
-        return d
-
-    def _count(self, count: int, d: defer.Deferred[list[Answer]]) -> None:
-        answers = parse_answers(self.received, count)
-        if len(answers) == count or self.closed.called:
-            d.callback(answers)
-        else:
-            self._counting.append((count, d))
+        self._settle(ended=False)
 
     def connectionLost(self, reason: Any = None) -> None:
-        waiting, self._waiting = self._waiting, []
-        for d in waiting:
-            d.callback(parse_answer(self.received))
-        counting, self._counting = self._counting, []
-        for count, counted in counting:
-            counted.callback(parse_answers(self.received, count))
+        self._settle(ended=True)
         if not self.closed.called:
             self.closed.callback(None)
+
+    def _settle(self, ended: bool) -> None:
+        """Fire the waits that have their responses now (all of them once the connection ended)."""
+        waiting, self._waiting = self._waiting, []
+        for count, d in waiting:
+            answers = parse_answers(self.received, count)
+            if len(answers) == count or ended:
+                d.callback(answers)
+            else:
+                self._waiting.append((count, d))
 
     def send(self, data: bytes) -> None:
         if self.transport is not None and not self.closed.called:
             self.transport.write(data)
 
+    def answers(self, count: int) -> defer.Deferred[list[Answer]]:
+        """The first ``count`` responses (fewer if the connection closed first)."""
+        d: defer.Deferred[list[Answer]] = defer.Deferred()
+        self._waiting.append((count, d))
+        self._settle(ended=self.closed.called)
+        return d
+
     def answer(self) -> defer.Deferred[Answer | None]:
         """The first response (None if the connection closed without a whole one)."""
-        parsed = parse_answer(self.received)
-        if parsed is not None or self.closed.called:
-            return defer.succeed(parsed)
-        d: defer.Deferred[Answer | None] = defer.Deferred()
-        self._waiting.append(d)
-        return d
+        return self.answers(1).addCallback(lambda found: found[0] if found else None)
 
     def close(self) -> None:
         if self.transport is not None:
