@@ -98,7 +98,7 @@ def raw_worker(spec: dict[str, Any]) -> None:
         statement.consistency_level = level
         return statement
 
-    created = session.execute(bound("get_queue", APP, queue)).one()[6]
+    created = session.execute(bound("get_queue", APP, shard_of(queue, shards), queue)).one()[6]
 
     def steps(done: Any, failed: Any) -> None:
         """One operation: the shape's statements, as Queuey sends them: a read finds its queue in
