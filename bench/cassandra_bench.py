@@ -20,8 +20,15 @@ raw
     request: the queue lookup (in its directory shard), then the insert,
     the single-partition batch, or the bucket lookup and the range select.
 
+ceiling
+    the bare twisted.web server of bench/ceiling.tac, answering the same
+    requests with Queuey's own responses and doing nothing else (no
+    storage), on the same CPU.
+
 The ratio queuey/raw is what HTTP, routing, validation, JSON and the Twisted
-bridge cost on top of the queries themselves.  Unless ``--hosts`` names a
+bridge cost on top of the queries themselves.  ``bound`` is the CPU ratio a
+server would reach if it cost the raw driver's work plus the ceiling's and
+nothing more: raw / (raw + ceiling), CPU per request.  Unless ``--hosts`` names a
 running Cassandra, the script starts its own node in var/cassandra-bench and
 stops and wipes it at the end.
 """
@@ -198,6 +205,8 @@ class Run:
 class ShapeRuns:
     queuey: list[Run] = field(default_factory=list)
     raw: list[Run] = field(default_factory=list)
+    ceiling: list[Run] = field(default_factory=list)
+    baseline: list[Run] = field(default_factory=list)
 
 
 def run_raw(args: argparse.Namespace, keyspace: str, shape: Shape, duration: int, warmup: int) -> Run:
@@ -234,37 +243,42 @@ very_strong = 0
 """)
 
 
-def prepare(server: hb.Server) -> None:
-    """The queues of both sides; the read queue pre-filled with 200 messages."""
+def prepare(server: hb.Server, canned: Path) -> None:
+    """The queues of both sides; the read queue pre-filled with 200 messages; one real response
+    per shape kept in ``canned`` for the ceiling."""
     for name in ("q-single", "q-batch", "q-read", "raw-single", "raw-batch"):
         hb.expect(server.port, 201, "POST", f"/v1/{APP}", f"queue_name={name}&partitions=1".encode(),
                   hb.auth(**{"Content-Type": "application/x-www-form-urlencoded"}))
     for _ in range(2):
         hb.expect(server.port, 201, "POST", f"/v1/{APP}/q-read", hb.BATCH_BODY,
                   hb.auth(**{"Content-Type": "application/json"}))
+    canned.mkdir()
     for shape in SHAPES:
-        document = json.loads(hb.expect(server.port, shape.status, shape.method, shape.path, shape.body,
-                                        shape.headers))
-        if len(document.get("messages", ())) != shape.messages_per_request:
+        data = hb.expect(server.port, shape.status, shape.method, shape.path, shape.body, shape.headers)
+        if len(json.loads(data).get("messages", ())) != shape.messages_per_request:
             hb.fail(f"{shape.method} {shape.path}: expected {shape.messages_per_request} messages")
+        (canned / f"{shape.name}.json").write_bytes(data)
 
 
-def measure(server: hb.Server, keyspace: str, args: argparse.Namespace) -> dict[str, ShapeRuns]:
+def measure(servers: dict[str, hb.Server], keyspace: str, args: argparse.Namespace) -> dict[str, ShapeRuns]:
+    """Every shape on queuey, the raw worker and the ceiling, round after round, the order turning."""
     runs = {shape.name: ShapeRuns() for shape in SHAPES}
     if args.warmup:
-        print(f"warm-up: {args.warmup} s per shape and side", flush=True)
+        print(f"warm-up: {args.warmup} s per shape and server", flush=True)
         for shape in SHAPES:
-            warm = hb.run_wrk(server, shape, args.warmup, args.connections, args.client_cpu)
-            if warm.error_count:
-                hb.fail(f"queuey {shape.name} warm-up: {warm.errors}\n{hb.diagnose(server, shape)}")
+            for name, server in servers.items():
+                warm = hb.run_wrk(server, shape, args.warmup, args.connections, args.client_cpu)
+                if warm.error_count:
+                    hb.fail(f"{name} {shape.name} warm-up: {warm.errors}\n{hb.diagnose(server, shape)}")
+    sides = ["queuey", "raw", "ceiling", *(["baseline"] if "baseline" in servers else [])]
     for round_no in range(args.rounds):
-        order = ["queuey", "raw"] if round_no % 2 == 0 else ["raw", "queuey"]
+        order = sides[round_no % len(sides):] + sides[:round_no % len(sides)]
         for shape in SHAPES:
             for who in order:
-                if who == "queuey":
-                    result = hb.run_wrk(server, shape, args.duration, args.connections, args.client_cpu)
+                if who in servers:
+                    result = hb.run_wrk(servers[who], shape, args.duration, args.connections, args.client_cpu)
                     if result.error_count:
-                        hb.fail(f"queuey {shape.name}: {result.errors}\n{hb.diagnose(server, shape)}")
+                        hb.fail(f"{who} {shape.name}: {result.errors}\n{hb.diagnose(servers[who], shape)}")
                     run = Run(result.rps, result.p50_ms, result.p99_ms, result.server_cpu, 0,
                               result.cpu_us_per_request)
                 else:
@@ -280,8 +294,8 @@ def report(runs: dict[str, ShapeRuns], args: argparse.Namespace) -> None:
     print()
     print(f"Queuey on one Cassandra node vs the bare driver, {args.connections} in flight, "
           f"{args.rounds} round(s) of {args.duration} s; medians over rounds")
-    header = (f"{'shape':<28} {'queuey rps':>10} {'raw rps':>9} {'ratio q/r':>9} {'cpu q/r':>8} {'q us/req':>9} "
-              f"{'r us/op':>8} {'q p50 ms':>9} {'q p99 ms':>9} "
+    header = (f"{'shape':<28} {'queuey rps':>10} {'raw rps':>9} {'ratio q/r':>9} {'cpu q/r':>8} {'bound':>6} "
+              f"{'q us/req':>9} {'r us/op':>8} {'c us/req':>8} {'q p50 ms':>9} {'q p99 ms':>9} "
               f"{'raw p50':>8} {'raw p99':>8} {'q msgs/s':>9} {'q cpu':>6} {'raw cpu':>7}")
     print(header)
     print("-" * len(header))
@@ -290,17 +304,41 @@ def report(runs: dict[str, ShapeRuns], args: argparse.Namespace) -> None:
         ratios = [q.rps / w.rps for q, w in zip(r.queuey, r.raw) if w.rps]
         q_rps = hb.median([x.rps for x in r.queuey])
         cpu_ratios = [w.cpu_us / q.cpu_us for q, w in zip(r.queuey, r.raw) if q.cpu_us]
+        bounds = [w.cpu_us / (w.cpu_us + c.cpu_us) for w, c in zip(r.raw, r.ceiling) if w.cpu_us + c.cpu_us]
         print(f"{shape.label:<28} {q_rps:10.1f} {hb.median([x.rps for x in r.raw]):9.1f} "
-              f"{hb.median(ratios):9.2f} {hb.median(cpu_ratios):8.2f} {hb.median([x.cpu_us for x in r.queuey]):9.0f} "
-              f"{hb.median([x.cpu_us for x in r.raw]):8.0f} {hb.median([x.p50_ms for x in r.queuey]):9.2f} "
+              f"{hb.median(ratios):9.2f} {hb.median(cpu_ratios):8.2f} {hb.median(bounds):6.2f} "
+              f"{hb.median([x.cpu_us for x in r.queuey]):9.0f} {hb.median([x.cpu_us for x in r.raw]):8.0f} "
+              f"{hb.median([x.cpu_us for x in r.ceiling]):8.0f} {hb.median([x.p50_ms for x in r.queuey]):9.2f} "
               f"{hb.median([x.p99_ms for x in r.queuey]):9.2f} {hb.median([x.p50_ms for x in r.raw]):8.2f} "
               f"{hb.median([x.p99_ms for x in r.raw]):8.2f} {q_rps * shape.messages_per_request:9.0f} "
               f"{hb.median([x.cpu for x in r.queuey]):6.0%} {hb.median([x.cpu for x in r.raw]):7.0%}")
+    if args.baseline:
+        print(f"\nagainst the baseline ({args.baseline}), same run: medians of the per-round ratios")
+        for shape in SHAPES:
+            r = runs[shape.name]
+            print(f"{shape.label:<28} baseline {hb.median([x.rps for x in r.baseline]):9.1f} req/s, ratio q/r "
+                  f"{hb.median([b.rps / w.rps for b, w in zip(r.baseline, r.raw) if w.rps]):.2f}; queuey/baseline "
+                  f"req/s x{hb.median([q.rps / b.rps for q, b in zip(r.queuey, r.baseline) if b.rps]):.2f}, CPU per "
+                  f"request x{hb.median([b.cpu_us / q.cpu_us for q, b in zip(r.queuey, r.baseline) if q.cpu_us]):.2f} "
+                  "less")
     print("ratio q/r: median of the per-round ratios queuey rps / raw rps (1.0 = HTTP and Queuey cost nothing);")
     print("cpu q/r: median of the per-round ratios raw CPU per operation / queuey CPU per request (the Cassandra "
-          "node's CPU not counted on either side).")
+          "node's CPU not counted on either side);")
+    print("bound: median of the per-round raw CPU per operation / (that + the ceiling's CPU per request): the "
+          "cpu q/r of a server that added twisted.web's own HTTP work to the driver's and nothing else.")
     print("Per request both sides send the same CQL: POST = queue lookup + insert (or one single-partition "
           "batch of 100); GET = bucket lookup + one range select (the queue comes from Queuey's queue cache).")
+
+
+def baseline_server(args: argparse.Namespace, workdir: Path, keyspace: str) -> hb.Server:
+    """Queuey from the ``--baseline`` checkout, on a keyspace of its own, not started yet."""
+    tree = Path(args.baseline).resolve()
+    if not (tree / "queuey" / "__init__.py").exists():
+        hb.fail(f"--baseline {tree}: not a Queuey checkout (no queuey/__init__.py)")
+    config = workdir / "baseline.ini"
+    write_config(config, args.host, args.port, keyspace)
+    return hb.Server("baseline", ["queuey", "--config", str(config), "--port", "tcp:{port}:interface=127.0.0.1"],
+                     workdir, args.server_cpu, {"PYTHONPATH": str(tree)})
 
 
 def cassandra_up(host: str, port: int) -> bool:
@@ -325,6 +363,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--no-pin", action="store_true", help="do not pin processes to CPUs")
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory (logs)")
     parser.add_argument("--quick", action="store_true", help="smoke run: --duration 2 --rounds 1 --warmup 1")
+    parser.add_argument("--baseline", metavar="CHECKOUT",
+                        help="also measure Queuey from this other checkout (e.g. an export of main), side by side, "
+                             "in a keyspace of its own")
     args = parser.parse_args(argv)
     if args.quick:
         args.duration, args.rounds, args.warmup = 2, 1, 1
@@ -357,14 +398,25 @@ def main(argv: list[str] | None = None) -> int:
         write_config(config, args.host, args.port, keyspace)
         server = hb.Server("queuey", ["queuey", "--config", str(config), "--port", "tcp:{port}:interface=127.0.0.1"],
                            workdir, args.server_cpu)
+        canned = workdir / "canned"
+        ceiling = hb.Server("ceiling", ["-y", str(HERE / "ceiling.tac")], workdir, args.server_cpu,
+                            {"BENCH_CANNED_DIR": str(canned)})
+        servers = {"queuey": server, "ceiling": ceiling}
+        if args.baseline:
+            servers["baseline"] = baseline_server(args, workdir, keyspace + "_base")
         try:
             server.start()
-            prepare(server)
-            print(f"queuey on CPU {args.server_cpu}, raw worker on CPU {args.server_cpu}, wrk on CPU "
+            prepare(server, canned)
+            ceiling.start()
+            if args.baseline:
+                servers["baseline"].start()
+                prepare(servers["baseline"], workdir / "canned-baseline")
+            print(f"{', '.join(servers)} and the raw worker on CPU {args.server_cpu}, wrk on CPU "
                   f"{args.client_cpu}, Cassandra unpinned; keyspace {keyspace}", flush=True)
-            report(measure(server, keyspace, args), args)
+            report(measure(servers, keyspace, args), args)
         finally:
-            server.stop()
+            for each in servers.values():
+                each.stop()
         logged = hb.report_logged_errors(server)
         if logged:
             print(f"warning: {logged}")
