@@ -253,7 +253,7 @@ def prepare(server: hb.Server, canned: Path) -> None:
         hb.expect(server.port, 201, "POST", f"/v1/{APP}/q-read", hb.BATCH_BODY,
                   hb.auth(**{"Content-Type": "application/json"}))
     canned.mkdir()
-    for shape in SHAPES:
+    for shape in hb.ALL_SHAPES:
         data = hb.expect(server.port, shape.status, shape.method, shape.path, shape.body, shape.headers)
         if len(json.loads(data).get("messages", ())) != shape.messages_per_request:
             hb.fail(f"{shape.method} {shape.path}: expected {shape.messages_per_request} messages")
@@ -363,10 +363,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--no-pin", action="store_true", help="do not pin processes to CPUs")
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory (logs)")
     parser.add_argument("--quick", action="store_true", help="smoke run: --duration 2 --rounds 1 --warmup 1")
+    parser.add_argument("--shape", action="append", choices=[shape.name for shape in SHAPES],
+                        help="measure only this shape (repeat for more; default: all three)")
     parser.add_argument("--baseline", metavar="CHECKOUT",
                         help="also measure Queuey from this other checkout (e.g. an export of main), side by side, "
                              "in a keyspace of its own")
     args = parser.parse_args(argv)
+    hb.only_shapes(args.shape)
     if args.quick:
         args.duration, args.rounds, args.warmup = 2, 1, 1
     cpus = sorted(os.sched_getaffinity(0))

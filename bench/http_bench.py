@@ -302,6 +302,14 @@ SHAPES = [
           f"/v1/{APP}/q-read?limit={READ_LIMIT}", [KEY], READ_LIMIT,
           "GET", None, auth(), 200),
 ]
+#: Every shape, whichever ``--shape`` measures: the ceiling answers each with Queuey's response.
+ALL_SHAPES = tuple(SHAPES)
+
+
+def only_shapes(names: list[str] | None) -> None:
+    """Measure only the shapes named (``--shape``; all when none is)."""
+    if names:
+        SHAPES[:] = [shape for shape in ALL_SHAPES if shape.name in names]
 
 
 @dataclass
@@ -417,7 +425,7 @@ def prepare_queuey(server: Server, canned: Path) -> None:
     for _ in range(2):
         expect(server.port, 201, "POST", f"/v1/{APP}/q-read", BATCH_BODY, auth(**{"Content-Type": "application/json"}))
     canned.mkdir()
-    for shape in SHAPES:
+    for shape in ALL_SHAPES:
         data = expect(server.port, shape.status, shape.method, shape.path, shape.body, shape.headers)
         document = json.loads(data)
         count = len(document.get("messages", ()))
@@ -649,12 +657,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="also measure Queuey from this other checkout (e.g. an export of main), side by side")
     parser.add_argument("--workers", type=int, default=1,
                         help="also measure twistd queuey --workers N, side by side (use with --no-pin)")
+    parser.add_argument("--shape", action="append", choices=[shape.name for shape in SHAPES],
+                        help="measure only this shape (repeat for more; default: all three)")
     parser.add_argument("--skip-listing", action="store_true", help="only part 1")
     parser.add_argument("--skip-shapes", action="store_true", help="only part 2")
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory (logs, databases)")
     parser.add_argument("--quick", action="store_true",
                         help="smoke run: --duration 1 --rounds 1 --warmup 1 --list-queues 100000 --list-samples 5")
     args = parser.parse_args(argv)
+    only_shapes(args.shape)
     if args.quick:
         args.duration, args.rounds, args.warmup, args.list_queues, args.list_samples = 1, 1, 1, 100_000, 5
     if args.duration < 1 or args.rounds < 1 or args.connections < 1 or args.warmup < 0:
