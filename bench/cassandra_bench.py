@@ -330,15 +330,13 @@ def report(runs: dict[str, ShapeRuns], args: argparse.Namespace) -> None:
           "batch of 100); GET = bucket lookup + one range select (the queue comes from Queuey's queue cache).")
 
 
-def baseline_server(args: argparse.Namespace, workdir: Path, keyspace: str) -> hb.Server:
-    """Queuey from the ``--baseline`` checkout, on a keyspace of its own, not started yet."""
-    tree = Path(args.baseline).resolve()
-    if not (tree / "queuey" / "__init__.py").exists():
-        hb.fail(f"--baseline {tree}: not a Queuey checkout (no queuey/__init__.py)")
-    config = workdir / "baseline.ini"
+def queuey_server(args: argparse.Namespace, workdir: Path, name: str, keyspace: str,
+                  env: dict[str, str] | None = None) -> hb.Server:
+    """``twistd queuey`` on ``keyspace`` (configured in ``workdir/<name>.ini``), not started yet."""
+    config = workdir / f"{name}.ini"
     write_config(config, args.host, args.port, keyspace)
-    return hb.Server("baseline", ["queuey", "--config", str(config), "--port", "tcp:{port}:interface=127.0.0.1"],
-                     workdir, args.server_cpu, {"PYTHONPATH": str(tree)})
+    return hb.Server(name, ["queuey", "--config", str(config), "--port", "tcp:{port}:interface=127.0.0.1"],
+                     workdir, args.server_cpu, env)
 
 
 def cassandra_up(host: str, port: int) -> bool:
@@ -397,16 +395,14 @@ def main(argv: list[str] | None = None) -> int:
 
     def body(workdir: Path) -> None:
         keyspace = "bench_" + uuid.uuid4().hex[:8]
-        config = workdir / "bench.ini"
-        write_config(config, args.host, args.port, keyspace)
-        server = hb.Server("queuey", ["queuey", "--config", str(config), "--port", "tcp:{port}:interface=127.0.0.1"],
-                           workdir, args.server_cpu)
+        server = queuey_server(args, workdir, "queuey", keyspace)
         canned = workdir / "canned"
         ceiling = hb.Server("ceiling", ["-y", str(HERE / "ceiling.tac")], workdir, args.server_cpu,
                             {"BENCH_CANNED_DIR": str(canned)})
         servers = {"queuey": server, "ceiling": ceiling}
         if args.baseline:
-            servers["baseline"] = baseline_server(args, workdir, keyspace + "_base")
+            servers["baseline"] = queuey_server(args, workdir, "baseline", keyspace + "_base",
+                                                hb.baseline_env(args.baseline))
         try:
             server.start()
             prepare(server, canned)

@@ -409,12 +409,17 @@ def start_queuey(args: argparse.Namespace, workdir: Path, name: str, options: li
     return server
 
 
-def start_baseline(args: argparse.Namespace, workdir: Path) -> Server:
-    """Queuey from another checkout (``--baseline``), on a database of its own, set up like queuey."""
-    tree = Path(args.baseline).resolve()
+def baseline_env(checkout: str) -> dict[str, str]:
+    """The environment that runs Queuey from ``checkout`` (``--baseline``); fails unless it is one."""
+    tree = Path(checkout).resolve()
     if not (tree / "queuey" / "__init__.py").exists():
         fail(f"--baseline {tree}: not a Queuey checkout (no queuey/__init__.py)")
-    return start_queuey(args, workdir, "baseline", [], {"PYTHONPATH": str(tree)})
+    return {"PYTHONPATH": str(tree)}
+
+
+def start_baseline(args: argparse.Namespace, workdir: Path) -> Server:
+    """Queuey from another checkout (``--baseline``), on a database of its own, set up like queuey."""
+    return start_queuey(args, workdir, "baseline", [], baseline_env(args.baseline))
 
 
 def prepare_queuey(server: Server, canned: Path) -> None:
